@@ -1,0 +1,14 @@
+//! Ferry's domain: the resources users manage (spaces, environments, projects, processes,
+//! releases, deployments, tasks), their identifiers, and the rules that need no IO, such as
+//! lifecycle progression and task state transitions.
+//!
+//! Architecture invariant: this crate does no IO and depends on no runtime, database or web crate.
+
+pub mod ids;
+pub mod lifecycle;
+pub mod model;
+pub mod task;
+pub mod time;
+pub mod version;
+
+pub use model::*;

@@ -1,0 +1,311 @@
+//! Where user code runs. Every execution goes through the `Target` trait; the built-in worker
+//! (`LocalTarget`) runs scripts as child processes on the server host, each in a fresh working
+//! directory. Agents and SSH targets implement the same trait.
+//!
+//! Architecture invariant: the server never runs a user script except through a `Target`.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// Script languages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syntax {
+    Bash,
+    Python,
+}
+
+impl Syntax {
+    /// Parses `Octopus.Action.Script.Syntax`; absent means Bash on Linux.
+    pub fn parse(s: Option<&str>) -> Result<Syntax, String> {
+        match s.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("") | Some("bash") => Ok(Syntax::Bash),
+            Some("python") => Ok(Syntax::Python),
+            Some(other) => Err(format!(
+                "script syntax '{other}' is not supported on this worker; use Bash or Python"
+            )),
+        }
+    }
+}
+
+/// A script to run.
+#[derive(Clone, Debug)]
+pub struct ScriptRequest {
+    /// Unique per (task, step, attempt): the idempotency ticket later transports use.
+    pub ticket: String,
+    pub syntax: Syntax,
+    pub body: String,
+    /// Extra environment variables (never secrets; those go through a private file).
+    pub env: Vec<(String, String)>,
+}
+
+/// Which stream a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Receives a script's output as it happens.
+pub trait ScriptOutput: Send + Sync {
+    fn line(&self, stream: Stream, text: &str);
+}
+
+/// How a script ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScriptOutcome {
+    Exited(i32),
+    Canceled,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("could not prepare the working directory: {0}")]
+    WorkDir(std::io::Error),
+    #[error("could not start the script: {0}")]
+    Spawn(std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A place where scripts run.
+pub trait Target: Send + Sync {
+    /// A display name for logs ("Built-in worker", a machine name, …).
+    fn name(&self) -> &str;
+
+    /// Runs a script to completion, streaming its output, stopping it when `cancel` fires.
+    fn run_script<'a>(
+        &'a self,
+        req: ScriptRequest,
+        out: &'a dyn ScriptOutput,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<ScriptOutcome, TargetError>>;
+}
+
+/// Environment variables that must never reach a user script.
+const SCRUBBED_ENV: &[&str] = &[
+    "FERRY_MASTER_KEY",
+    "FERRY_ADMIN_API_KEY",
+    "FERRY_DATABASE_URL",
+    "FERRY_API_KEY",
+];
+
+/// The built-in worker: child processes on the server host.
+#[derive(Clone, Debug)]
+pub struct LocalTarget {
+    work_root: PathBuf,
+}
+
+impl LocalTarget {
+    pub fn new(work_root: impl Into<PathBuf>) -> Self {
+        LocalTarget {
+            work_root: work_root.into(),
+        }
+    }
+
+    pub fn work_root(&self) -> &Path {
+        &self.work_root
+    }
+
+    async fn run(
+        &self,
+        req: ScriptRequest,
+        out: &dyn ScriptOutput,
+        cancel: CancellationToken,
+    ) -> Result<ScriptOutcome, TargetError> {
+        let dir = self.work_root.join(sanitize(&req.ticket));
+        // A fresh directory: anything left from an earlier attempt is removed.
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(TargetError::WorkDir)?;
+        let (file, program) = match req.syntax {
+            Syntax::Bash => ("script.sh", "bash"),
+            Syntax::Python => ("script.py", "python3"),
+        };
+        let script = dir.join(file);
+        tokio::fs::write(&script, req.body.as_bytes())
+            .await
+            .map_err(TargetError::WorkDir)?;
+
+        let mut cmd = Command::new(program);
+        cmd.arg(&script)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        for k in SCRUBBED_ENV {
+            cmd.env_remove(k);
+        }
+        for (k, v) in &req.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().map_err(TargetError::Spawn)?;
+        let pid = child.id();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+
+        let pump = async {
+            tokio::join!(
+                pump_lines(stdout, Stream::Stdout, out),
+                pump_lines(stderr, Stream::Stderr, out)
+            )
+        };
+        let result = tokio::select! {
+            (_, _) = pump => {
+                let status = child.wait().await.map_err(TargetError::Spawn)?;
+                Ok(ScriptOutcome::Exited(status.code().unwrap_or(-1)))
+            }
+            _ = cancel.cancelled() => {
+                kill_group(pid);
+                let _ = child.wait().await;
+                Ok(ScriptOutcome::Canceled)
+            }
+        };
+        // Kill anything the script left running in its process group.
+        kill_group(pid);
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        result
+    }
+}
+
+impl Target for LocalTarget {
+    fn name(&self) -> &str {
+        "Built-in worker"
+    }
+
+    fn run_script<'a>(
+        &'a self,
+        req: ScriptRequest,
+        out: &'a dyn ScriptOutput,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<ScriptOutcome, TargetError>> {
+        Box::pin(self.run(req, out, cancel))
+    }
+}
+
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+async fn pump_lines<R: AsyncRead + Unpin>(r: Option<R>, stream: Stream, out: &dyn ScriptOutput) {
+    let Some(r) = r else { return };
+    let mut reader = BufReader::new(r);
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                    buf.pop();
+                }
+                out.line(stream, &String::from_utf8_lossy(&buf));
+            }
+        }
+    }
+}
+
+/// Keeps a ticket usable as a directory name.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<(Stream, String)>>);
+    impl ScriptOutput for Collect {
+        fn line(&self, stream: Stream, text: &str) {
+            self.0.lock().unwrap().push((stream, text.to_string()));
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_bash_and_captures_streams() {
+        let dir = tempfile_dir();
+        let t = LocalTarget::new(&dir);
+        let out = Collect::default();
+        let r = t
+            .run_script(
+                ScriptRequest {
+                    ticket: "t1".into(),
+                    syntax: Syntax::Bash,
+                    body: "echo hello\necho oops >&2\nexit 3".into(),
+                    env: vec![],
+                },
+                &out,
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r, ScriptOutcome::Exited(3));
+        let lines = out.0.lock().unwrap().clone();
+        assert!(lines.contains(&(Stream::Stdout, "hello".into())));
+        assert!(lines.contains(&(Stream::Stderr, "oops".into())));
+        assert!(!dir.join("t1").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_process_group() {
+        let dir = tempfile_dir();
+        let t = LocalTarget::new(&dir);
+        let out = Collect::default();
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            c2.cancel();
+        });
+        let start = std::time::Instant::now();
+        let r = t
+            .run_script(
+                ScriptRequest {
+                    ticket: "t2".into(),
+                    syntax: Syntax::Bash,
+                    body: "sleep 30 & sleep 30".into(),
+                    env: vec![],
+                },
+                &out,
+                cancel,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r, ScriptOutcome::Canceled);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ferry-target-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

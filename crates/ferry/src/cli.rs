@@ -1,0 +1,1275 @@
+//! The client half of the `ferry` command line: environments, projects, deployment
+//! processes, releases, deployments and tasks, over the REST API through `ferry-client`.
+//!
+//! `main.rs` flattens [`ClientCommand`] next to `ferry server` and calls [`run`], whose
+//! return value is the process exit code. The codes are a contract for scripts and are
+//! documented in `docs/cli.md`; see [`exit`].
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand, ValueEnum};
+use ferry_client::model::{
+    CreateRelease, DeployRelease, NewEnvironment, NewProject, Resource, ServerTask,
+};
+use ferry_client::process::{self, EditError, ScriptStep, ScriptSyntax};
+use ferry_client::tasklog::{LogCursor, LogEvent};
+use ferry_client::{Client, ClientError};
+use serde_json::Value;
+
+/// Exit codes `ferry` client commands end with.
+pub mod exit {
+    /// The command did what it was asked.
+    pub const SUCCESS: i32 = 0;
+    /// The API refused or failed the request (4xx/5xx), or a name matched nothing.
+    pub const API_ERROR: i32 = 1;
+    /// The command line was wrong (clap uses 2 too).
+    pub const USAGE: i32 = 2;
+    /// A waited-for task ended Failed, Canceled or TimedOut.
+    pub const TASK_UNSUCCESSFUL: i32 = 3;
+    /// The server could not be reached.
+    pub const UNREACHABLE: i32 = 4;
+    /// `--timeout` passed before every waited-for task completed.
+    pub const TIMED_OUT: i32 = 5;
+}
+
+/// How often task state and logs are polled while waiting.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where and as whom client commands talk to the server.
+#[derive(Args, Debug, Clone)]
+pub struct ConnArgs {
+    /// Address of the Ferry server
+    #[arg(
+        long,
+        env = "FERRY_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true,
+        value_name = "URL",
+        help_heading = "Connection"
+    )]
+    pub server: String,
+
+    /// API key sent as X-Octopus-ApiKey
+    #[arg(
+        long,
+        env = "FERRY_API_KEY",
+        hide_env_values = true,
+        global = true,
+        value_name = "KEY",
+        help_heading = "Connection"
+    )]
+    pub api_key: Option<String>,
+
+    /// Space to work in, by name or id
+    #[arg(
+        long,
+        env = "FERRY_SPACE",
+        default_value = "Default",
+        global = true,
+        value_name = "NAME|ID",
+        help_heading = "Connection"
+    )]
+    pub space: String,
+
+    /// Print a human table/summary, or the API's JSON
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = OutputFormat::Table,
+        global = true,
+        help_heading = "Connection"
+    )]
+    pub output: OutputFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+// The client commands. (A `///` comment here would become the about text of `ferry`
+// itself, since main.rs flattens this enum into its own command.)
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Create and list environments
+    #[command(subcommand)]
+    Environment(EnvironmentCommand),
+    /// Create and list projects
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Edit and show a project's deployment process
+    #[command(subcommand)]
+    Process(ProcessCommand),
+    /// Create and deploy releases
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+    /// Wait for, read and cancel server tasks
+    #[command(subcommand)]
+    Task(TaskCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnvironmentCommand {
+    /// Create an environment
+    Create {
+        /// Name of the new environment
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List the environments of the space
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCommand {
+    /// Create a project (default group and lifecycle unless given)
+    Create {
+        /// Name of the new project
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Project group, by name or id
+        #[arg(long, value_name = "NAME|ID")]
+        group: Option<String>,
+        /// Lifecycle, by name or id
+        #[arg(long, value_name = "NAME|ID")]
+        lifecycle: Option<String>,
+    },
+    /// List the projects of the space
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProcessCommand {
+    /// Append a "Run a script" step to a project's deployment process
+    AddScript(AddScriptArgs),
+    /// Show a project's deployment process
+    Show {
+        /// Project, by name, slug or id
+        #[arg(long)]
+        project: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AddScriptArgs {
+    /// Project, by name, slug or id
+    #[arg(long)]
+    project: String,
+    /// Name of the new step
+    #[arg(long)]
+    name: String,
+    /// The script itself
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    script: Option<String>,
+    /// Read the script from a file ("-" reads standard input)
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// Script language [default: python for a .py file, else bash]
+    #[arg(long, value_enum)]
+    syntax: Option<SyntaxArg>,
+    /// Run on deployment targets with this role (repeatable); without it the step runs
+    /// on the server
+    #[arg(long = "role", value_name = "ROLE")]
+    roles: Vec<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyntaxArg {
+    Bash,
+    Python,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReleaseCommand {
+    /// Create a release of a project
+    Create {
+        /// Project, by name, slug or id
+        #[arg(long)]
+        project: String,
+        /// Release version [default: computed by the server]
+        #[arg(long)]
+        version: Option<String>,
+        /// Channel, by name or id [default: the project's default channel]
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long, value_name = "NOTES")]
+        release_notes: Option<String>,
+    },
+    /// Deploy a release to one or more environments
+    Deploy(DeployArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// Project, by name, slug or id
+    #[arg(long)]
+    project: String,
+    /// Version of the release to deploy
+    #[arg(long)]
+    version: String,
+    /// Environment, by name or id (repeatable: one deployment each)
+    #[arg(long = "environment", value_name = "NAME|ID", required = true)]
+    environments: Vec<String>,
+    /// Value of a prompted variable (repeatable)
+    #[arg(long = "variable", value_name = "NAME:VALUE", value_parser = parse_variable)]
+    variables: Vec<(String, String)>,
+    /// Follow every deployment's log until it ends; exit 3 unless all succeed
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this many seconds (exit 5)
+    #[arg(long, value_name = "SECS", requires = "wait")]
+    timeout: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCommand {
+    /// Wait until tasks complete; exit 3 unless all succeed
+    Wait {
+        /// Task ids, e.g. ServerTasks-12
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        /// Give up after this many seconds (exit 5)
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+        /// Print each task's log lines as they arrive
+        #[arg(long)]
+        log: bool,
+    },
+    /// Print a task's log (with --output json: the task details)
+    Log {
+        /// Task id, e.g. ServerTasks-12
+        id: String,
+    },
+    /// Ask the server to cancel a task
+    Cancel {
+        /// Task id, e.g. ServerTasks-12
+        id: String,
+    },
+}
+
+fn parse_variable(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected NAME:VALUE, got '{text}'")),
+    }
+}
+
+/// Why a command did not succeed; each kind has its own exit code.
+#[derive(Debug)]
+enum Failure {
+    Client(ClientError),
+    Edit(EditError),
+    Usage(String),
+    TasksUnsuccessful(String),
+    TimedOut(String),
+    Output(io::Error),
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Self {
+        Failure::Client(error)
+    }
+}
+
+impl From<EditError> for Failure {
+    fn from(error: EditError) -> Self {
+        Failure::Edit(error)
+    }
+}
+
+impl Failure {
+    fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Client(ClientError::Transport(_)) => exit::UNREACHABLE,
+            Failure::Client(ClientError::InvalidUrl { .. }) | Failure::Usage(_) => exit::USAGE,
+            Failure::Client(_) | Failure::Edit(_) => exit::API_ERROR,
+            Failure::TasksUnsuccessful(_) => exit::TASK_UNSUCCESSFUL,
+            Failure::TimedOut(_) => exit::TIMED_OUT,
+            Failure::Output(error) if error.kind() == io::ErrorKind::BrokenPipe => exit::SUCCESS,
+            Failure::Output(_) => exit::API_ERROR,
+        }
+    }
+
+    /// The lines printed to standard error.
+    fn message_lines(&self, has_api_key: bool) -> Vec<String> {
+        match self {
+            Failure::Client(ClientError::Api {
+                status,
+                message,
+                errors,
+            }) => {
+                let mut lines = vec![format!("error: {message}")];
+                lines.extend(errors.iter().cloned());
+                if *status == 401 && !has_api_key {
+                    lines.push("hint: pass --api-key or set FERRY_API_KEY".to_owned());
+                }
+                lines
+            }
+            Failure::Client(error) => vec![format!("error: {error}")],
+            Failure::Edit(error) => vec![format!("error: {error}")],
+            Failure::Usage(message)
+            | Failure::TasksUnsuccessful(message)
+            | Failure::TimedOut(message) => vec![format!("error: {message}")],
+            Failure::Output(error) if error.kind() == io::ErrorKind::BrokenPipe => Vec::new(),
+            Failure::Output(error) => vec![format!("error: cannot write output: {error}")],
+        }
+    }
+}
+
+/// Runs one client command and returns the process exit code (see [`exit`]).
+pub async fn run(conn: ConnArgs, command: ClientCommand) -> i32 {
+    let has_api_key = conn
+        .api_key
+        .as_deref()
+        .is_some_and(|key| !key.trim().is_empty());
+    match execute(&conn, command).await {
+        Ok(()) => exit::SUCCESS,
+        Err(failure) => {
+            let mut stderr = io::stderr().lock();
+            for line in failure.message_lines(has_api_key) {
+                // Nothing sensible is left to do if standard error is gone.
+                let _ = writeln!(stderr, "{line}");
+            }
+            failure.exit_code()
+        }
+    }
+}
+
+/// The connection and the resolved space a command works in.
+struct Session {
+    client: Client,
+    output: OutputFormat,
+    space_id: String,
+}
+
+impl Session {
+    async fn open(conn: &ConnArgs) -> Result<Session, Failure> {
+        let mut session = Session::without_space(conn)?;
+        session.space_id = session.client.resolve_space(&conn.space).await?.data.id;
+        Ok(session)
+    }
+
+    /// For commands whose API paths are not space-scoped.
+    fn without_space(conn: &ConnArgs) -> Result<Session, Failure> {
+        Ok(Session {
+            client: Client::new(&conn.server, conn.api_key.clone())?,
+            output: conn.output,
+            space_id: String::new(),
+        })
+    }
+
+    fn json(&self) -> bool {
+        self.output == OutputFormat::Json
+    }
+}
+
+async fn execute(conn: &ConnArgs, command: ClientCommand) -> Result<(), Failure> {
+    match command {
+        ClientCommand::Environment(command) => {
+            let session = Session::open(conn).await?;
+            environment(&session, command).await
+        }
+        ClientCommand::Project(command) => {
+            let session = Session::open(conn).await?;
+            project(&session, command).await
+        }
+        ClientCommand::Process(command) => {
+            let session = Session::open(conn).await?;
+            deployment_process(&session, command).await
+        }
+        ClientCommand::Release(command) => {
+            let session = Session::open(conn).await?;
+            release(&session, command).await
+        }
+        ClientCommand::Task(TaskCommand::Cancel { id }) => {
+            let session = Session::without_space(conn)?;
+            cancel_task(&session, &id).await
+        }
+        ClientCommand::Task(command) => {
+            let session = Session::open(conn).await?;
+            task(&session, command).await
+        }
+    }
+}
+
+// ---- environments ----
+
+async fn environment(session: &Session, command: EnvironmentCommand) -> Result<(), Failure> {
+    let client = &session.client;
+    match command {
+        EnvironmentCommand::Create { name, description } => {
+            let created = client
+                .create_environment(&session.space_id, &NewEnvironment { name, description })
+                .await?;
+            if session.json() {
+                return print_json(&created.json);
+            }
+            print_line(format!(
+                "Created environment {} ({})",
+                created.name, created.id
+            ))
+        }
+        EnvironmentCommand::List => {
+            let environments = client.environments(&session.space_id).await?;
+            if session.json() {
+                return print_json_list(&environments);
+            }
+            if environments.is_empty() {
+                return print_line("No environments");
+            }
+            let rows = environments
+                .iter()
+                .map(|environment| {
+                    vec![
+                        environment.id.clone(),
+                        environment.name.clone(),
+                        environment.description.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "NAME", "DESCRIPTION"], rows)
+        }
+    }
+}
+
+// ---- projects ----
+
+async fn project(session: &Session, command: ProjectCommand) -> Result<(), Failure> {
+    let client = &session.client;
+    let space = &session.space_id;
+    match command {
+        ProjectCommand::Create {
+            name,
+            description,
+            group,
+            lifecycle,
+        } => {
+            let project_group_id = match group {
+                Some(group) => Some(client.find_project_group(space, &group).await?.data.id),
+                None => None,
+            };
+            let lifecycle_id = match lifecycle {
+                Some(lifecycle) => Some(client.find_lifecycle(space, &lifecycle).await?.data.id),
+                None => None,
+            };
+            let created = client
+                .create_project(
+                    space,
+                    &NewProject {
+                        name,
+                        description,
+                        project_group_id,
+                        lifecycle_id,
+                    },
+                )
+                .await?;
+            if session.json() {
+                return print_json(&created.json);
+            }
+            print_line(format!("Created project {} ({})", created.name, created.id))
+        }
+        ProjectCommand::List => {
+            let projects = client.projects(space).await?;
+            if session.json() {
+                return print_json_list(&projects);
+            }
+            if projects.is_empty() {
+                return print_line("No projects");
+            }
+            let rows = projects
+                .iter()
+                .map(|project| {
+                    vec![
+                        project.id.clone(),
+                        project.name.clone(),
+                        project.slug.clone().unwrap_or_default(),
+                        project.description.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "NAME", "SLUG", "DESCRIPTION"], rows)
+        }
+    }
+}
+
+// ---- deployment process ----
+
+async fn deployment_process(session: &Session, command: ProcessCommand) -> Result<(), Failure> {
+    let client = &session.client;
+    let space = &session.space_id;
+    match command {
+        ProcessCommand::AddScript(args) => {
+            let script = match (&args.script, &args.file) {
+                (Some(script), _) => script.clone(),
+                (None, Some(path)) => read_script(path)?,
+                (None, None) => {
+                    return Err(Failure::Usage(
+                        "give the script with --script or --file".into(),
+                    ));
+                }
+            };
+            let syntax = match args.syntax {
+                Some(SyntaxArg::Bash) => ScriptSyntax::Bash,
+                Some(SyntaxArg::Python) => ScriptSyntax::Python,
+                None if args
+                    .file
+                    .as_ref()
+                    .is_some_and(|path| path.extension().is_some_and(|ext| ext == "py")) =>
+                {
+                    ScriptSyntax::Python
+                }
+                None => ScriptSyntax::Bash,
+            };
+            let step = ScriptStep {
+                name: args.name.clone(),
+                script,
+                syntax,
+                roles: args.roles.clone(),
+            };
+            let project = client.project(space, &args.project).await?;
+            let mut process = client.deployment_process(space, &project.id).await?;
+            process::append_step(&mut process, step.to_json())?;
+            let saved = client
+                .put_deployment_process(space, &project.id, &process)
+                .await?;
+            let steps = saved.get("Steps").and_then(Value::as_array);
+            let position = steps.and_then(|steps| {
+                steps.iter().position(|candidate| {
+                    candidate.get("Name").and_then(Value::as_str) == Some(args.name.as_str())
+                })
+            });
+            if session.json() {
+                let saved_step = steps
+                    .zip(position)
+                    .and_then(|(steps, index)| steps.get(index));
+                return print_json(saved_step.unwrap_or(&saved));
+            }
+            let number = position.map_or_else(|| "?".to_owned(), |index| (index + 1).to_string());
+            print_line(format!(
+                "Added step {number} '{}' to {}: {} script, {}",
+                args.name,
+                project.name,
+                syntax.as_octopus(),
+                runs_on(step.roles.is_empty(), &step.roles)
+            ))
+        }
+        ProcessCommand::Show { project } => {
+            let project = client.project(space, &project).await?;
+            let process = client.deployment_process(space, &project.id).await?;
+            if session.json() {
+                return print_json(&process);
+            }
+            let steps = process::summarize(&process);
+            if steps.is_empty() {
+                return print_line(format!("{} has no deployment steps", project.name));
+            }
+            let rows = steps
+                .iter()
+                .enumerate()
+                .map(|(index, step)| {
+                    vec![
+                        (index + 1).to_string(),
+                        step.name.clone(),
+                        step.action_types.join(", "),
+                        runs_on(step.run_on_server, &step.roles),
+                        step.syntax.clone().unwrap_or_default(),
+                        step.script.as_deref().map(first_line).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(&["#", "STEP", "TYPE", "RUNS", "SYNTAX", "SCRIPT"], rows)
+        }
+    }
+}
+
+fn read_script(path: &PathBuf) -> Result<String, Failure> {
+    let result = if path.as_os_str() == "-" {
+        let mut script = String::new();
+        io::stdin().read_to_string(&mut script).map(|_| script)
+    } else {
+        std::fs::read_to_string(path)
+    };
+    result.map_err(|error| {
+        Failure::Usage(format!(
+            "cannot read the script file {}: {error}",
+            path.display()
+        ))
+    })
+}
+
+fn runs_on(on_server: bool, roles: &[String]) -> String {
+    match (on_server, roles.is_empty()) {
+        (true, _) => "on the server".to_owned(),
+        (false, true) => "on targets".to_owned(),
+        (false, false) => format!("on targets with role {}", roles.join(", ")),
+    }
+}
+
+/// The first non-empty line of a script, shortened for a table cell.
+fn first_line(script: &str) -> String {
+    let line = script
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or_default();
+    let more = script
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .count()
+        > 1;
+    let shortened: String = line.chars().take(40).collect();
+    if more || shortened.len() < line.len() {
+        format!("{shortened} …")
+    } else {
+        shortened
+    }
+}
+
+// ---- releases and deployments ----
+
+async fn release(session: &Session, command: ReleaseCommand) -> Result<(), Failure> {
+    let client = &session.client;
+    let space = &session.space_id;
+    match command {
+        ReleaseCommand::Create {
+            project,
+            version,
+            channel,
+            release_notes,
+        } => {
+            let created = client
+                .create_release(
+                    space,
+                    &CreateRelease {
+                        project_name: project.clone(),
+                        release_version: version,
+                        channel_name: channel,
+                        release_notes,
+                    },
+                )
+                .await?;
+            if session.json() {
+                return print_json(&created.json);
+            }
+            print_line(format!(
+                "Created release {} ({}) of {project}",
+                created.release_version, created.release_id
+            ))
+        }
+        ReleaseCommand::Deploy(args) => {
+            let environments = args.environments.join(", ");
+            let created = client
+                .deploy_release(
+                    space,
+                    &DeployRelease {
+                        project_name: args.project.clone(),
+                        release_version: args.version.clone(),
+                        environment_names: args.environments,
+                        variables: args.variables.into_iter().collect::<BTreeMap<_, _>>(),
+                    },
+                )
+                .await?;
+            let tasks: Vec<String> = created
+                .deployment_server_tasks
+                .iter()
+                .map(|task| task.server_task_id.clone())
+                .collect();
+            if !args.wait {
+                if session.json() {
+                    return print_json(&created.json);
+                }
+                print_line(format!(
+                    "Deploying {} {} to {environments}",
+                    args.project, args.version
+                ))?;
+                for task in &created.deployment_server_tasks {
+                    print_line(format!(
+                        "  {}  task {}",
+                        task.deployment_id, task.server_task_id
+                    ))?;
+                }
+                return print_line(format!(
+                    "Follow with: ferry task wait --log {}",
+                    tasks.join(" ")
+                ));
+            }
+            if !session.json() {
+                print_line(format!(
+                    "Deploying {} {} to {environments}: {}",
+                    args.project,
+                    args.version,
+                    tasks.join(", ")
+                ))?;
+            }
+            wait_for_tasks(session, &tasks, args.timeout, true).await
+        }
+    }
+}
+
+// ---- tasks ----
+
+async fn task(session: &Session, command: TaskCommand) -> Result<(), Failure> {
+    let client = &session.client;
+    let space = &session.space_id;
+    match command {
+        TaskCommand::Wait { ids, timeout, log } => {
+            wait_for_tasks(session, &ids, timeout, log).await
+        }
+        TaskCommand::Log { id } => {
+            if session.json() {
+                return print_json(&client.task_details(space, &id).await?);
+            }
+            let log = client.task_raw(space, &id).await?;
+            print_raw(&log)
+        }
+        TaskCommand::Cancel { id } => cancel_task(session, &id).await,
+    }
+}
+
+async fn cancel_task(session: &Session, id: &str) -> Result<(), Failure> {
+    let task = session.client.cancel_task(id).await?;
+    match task {
+        Some(task) if session.json() => print_json(&task.json),
+        Some(task) => print_line(format!("Cancel requested for {id}: now {}", task.state)),
+        None if session.json() => print_json(&Value::Null),
+        None => print_line(format!("Cancel requested for {id}")),
+    }
+}
+
+/// One task being waited for.
+struct Watched {
+    id: String,
+    log: LogCursor,
+    finished: Option<Resource<ServerTask>>,
+}
+
+/// Polls every task until all are completed, printing new log lines when `show_log`.
+///
+/// Table output prints log lines and one summary line per task on standard output. JSON
+/// output prints log lines on standard error and, at the end, the completed tasks as a
+/// JSON array on standard output.
+async fn wait_for_tasks(
+    session: &Session,
+    ids: &[String],
+    timeout: Option<u64>,
+    show_log: bool,
+) -> Result<(), Failure> {
+    let client = &session.client;
+    let space = &session.space_id;
+    let started = Instant::now();
+    let mut watched: Vec<Watched> = ids
+        .iter()
+        .map(|id| Watched {
+            id: id.clone(),
+            log: LogCursor::default(),
+            finished: None,
+        })
+        .collect();
+    let prefix_lines = watched.len() > 1;
+    loop {
+        for item in watched.iter_mut().filter(|item| item.finished.is_none()) {
+            let task = if show_log {
+                // The details carry the task and its activity tree; the server reads the
+                // task before the log, so a completed task comes with its whole log.
+                let mut details = client.task_details(space, &item.id).await?;
+                for event in item.log.advance(&details) {
+                    for line in render_log_event(&event) {
+                        let line = if prefix_lines {
+                            format!("{}| {line}", item.id)
+                        } else {
+                            line
+                        };
+                        if session.json() {
+                            let _ = writeln!(io::stderr(), "{line}");
+                        } else {
+                            print_line(line)?;
+                        }
+                    }
+                }
+                Resource::<ServerTask>::from_json(
+                    details.get_mut("Task").map(Value::take).unwrap_or_default(),
+                )?
+            } else {
+                client.task(space, &item.id).await?
+            };
+            if task.is_completed {
+                if !session.json() {
+                    print_line(task_summary(&task))?;
+                }
+                item.finished = Some(task);
+            }
+        }
+        if watched.iter().all(|item| item.finished.is_some()) {
+            break;
+        }
+        if let Some(limit) = timeout
+            && started.elapsed() >= Duration::from_secs(limit)
+        {
+            let pending: Vec<&str> = watched
+                .iter()
+                .filter(|item| item.finished.is_none())
+                .map(|item| item.id.as_str())
+                .collect();
+            return Err(Failure::TimedOut(format!(
+                "timed out after {limit}s waiting for {}",
+                pending.join(", ")
+            )));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    let finished: Vec<Resource<ServerTask>> = watched
+        .into_iter()
+        .filter_map(|item| item.finished)
+        .collect();
+    if session.json() {
+        print_json(&Value::Array(
+            finished.iter().map(|task| task.json.clone()).collect(),
+        ))?;
+    }
+    let unsuccessful: Vec<String> = finished
+        .iter()
+        .filter(|task| !task.finished_successfully)
+        .map(|task| format!("{} ({})", task.id, task.state))
+        .collect();
+    if unsuccessful.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::TasksUnsuccessful(format!(
+            "{} of {} tasks did not succeed: {}",
+            unsuccessful.len(),
+            finished.len(),
+            unsuccessful.join(", ")
+        )))
+    }
+}
+
+/// A log event as printed lines: activities as `== name ==` headers, log elements as
+/// `HH:MM:SS Category message`, both indented by the activity's depth.
+fn render_log_event(event: &LogEvent) -> Vec<String> {
+    match event {
+        LogEvent::Activity { depth, name } => {
+            vec![format!("{}== {name} ==", "  ".repeat(*depth))]
+        }
+        LogEvent::Line {
+            depth,
+            category,
+            occurred_at,
+            message,
+        } => {
+            // RFC 3339: the time of day is characters 11..19.
+            let time = occurred_at.get(11..19).unwrap_or("        ");
+            let indent = "  ".repeat(*depth);
+            let mut lines = message.split('\n');
+            let first = lines.next().unwrap_or_default();
+            let mut out = vec![format!("{indent}{time} {category:<8} {first}")];
+            let continuation = " ".repeat(time.chars().count() + 10);
+            out.extend(lines.map(|line| format!("{indent}{continuation}{line}")));
+            out.into_iter()
+                .map(|line| line.trim_end().to_owned())
+                .collect()
+        }
+    }
+}
+
+fn task_summary(task: &ServerTask) -> String {
+    let mut summary = format!("{} {}", task.id, task.state);
+    if !task.description.is_empty() {
+        summary.push_str(&format!(": {}", task.description));
+    }
+    if let Some(error) = task
+        .error_message
+        .as_deref()
+        .filter(|error| !error.is_empty())
+    {
+        summary.push_str(&format!(" ({error})"));
+    }
+    summary
+}
+
+// ---- output ----
+
+fn print_line(text: impl Display) -> Result<(), Failure> {
+    writeln!(io::stdout().lock(), "{text}").map_err(Failure::Output)
+}
+
+fn print_raw(text: &str) -> Result<(), Failure> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(text.as_bytes()).map_err(Failure::Output)?;
+    if !text.is_empty() && !text.ends_with('\n') {
+        stdout.write_all(b"\n").map_err(Failure::Output)?;
+    }
+    stdout.flush().map_err(Failure::Output)
+}
+
+fn print_json(value: &Value) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|error| Failure::Output(io::Error::other(error)))?;
+    print_line(text)
+}
+
+fn print_json_list<T>(items: &[Resource<T>]) -> Result<(), Failure> {
+    print_json(&Value::Array(
+        items.iter().map(|item| item.json.clone()).collect(),
+    ))
+}
+
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) -> Result<(), Failure> {
+    print_raw(&render_table(headers, &rows))
+}
+
+/// A plain table: left-aligned columns two spaces apart, no trailing spaces.
+fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let clean = |cell: &str| cell.replace(['\n', '\r', '\t'], " ");
+    let mut lines: Vec<Vec<String>> = vec![headers.iter().map(|header| clean(header)).collect()];
+    lines.extend(
+        rows.iter()
+            .map(|row| row.iter().map(|cell| clean(cell)).collect()),
+    );
+    let columns = lines.iter().map(Vec::len).max().unwrap_or_default();
+    let widths: Vec<usize> = (0..columns)
+        .map(|column| {
+            lines
+                .iter()
+                .filter_map(|line| line.get(column))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut text = String::new();
+    for line in &lines {
+        let mut rendered = String::new();
+        for (column, cell) in line.iter().enumerate() {
+            if column > 0 {
+                rendered.push_str("  ");
+            }
+            rendered.push_str(cell);
+            let width = widths.get(column).copied().unwrap_or_default();
+            rendered.extend(std::iter::repeat_n(
+                ' ',
+                width.saturating_sub(cell.chars().count()),
+            ));
+        }
+        text.push_str(rendered.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The shape `main.rs` gives the command line.
+    #[derive(Parser, Debug)]
+    #[command(name = "ferry")]
+    struct TestCli {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: ClientCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<TestCli, clap::Error> {
+        TestCli::try_parse_from(std::iter::once("ferry").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        TestCli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_go_anywhere() {
+        let cli = parse(&[
+            "environment",
+            "list",
+            "--output",
+            "json",
+            "--space",
+            "Ops",
+            "--server",
+            "http://h:1",
+        ]);
+        match cli {
+            Ok(cli) => {
+                assert_eq!(cli.conn.output, OutputFormat::Json);
+                assert_eq!(cli.conn.space, "Ops");
+                assert_eq!(cli.conn.server, "http://h:1");
+            }
+            Err(error) => assert_eq!(error.to_string(), ""),
+        }
+    }
+
+    #[test]
+    fn deploy_takes_repeated_environments_and_variables() {
+        let cli = parse(&[
+            "release",
+            "deploy",
+            "--project",
+            "Hello World",
+            "--version",
+            "1.0.0",
+            "--environment",
+            "Dev",
+            "--environment",
+            "Test",
+            "--variable",
+            "Url:http://x:80",
+            "--wait",
+            "--timeout",
+            "30",
+        ]);
+        match cli.map(|cli| cli.command) {
+            Ok(ClientCommand::Release(ReleaseCommand::Deploy(args))) => {
+                assert_eq!(args.environments, vec!["Dev", "Test"]);
+                assert_eq!(
+                    args.variables,
+                    vec![("Url".to_owned(), "http://x:80".to_owned())]
+                );
+                assert!(args.wait);
+                assert_eq!(args.timeout, Some(30));
+            }
+            other => assert_eq!(format!("{other:?}"), "a deploy command"),
+        }
+    }
+
+    #[test]
+    fn usage_errors_are_caught_by_the_parser() {
+        let bad: &[&[&str]] = &[
+            &["release", "deploy", "--project", "P", "--version", "1"],
+            &[
+                "release",
+                "deploy",
+                "--project",
+                "P",
+                "--version",
+                "1",
+                "--environment",
+                "D",
+                "--timeout",
+                "5",
+            ],
+            &[
+                "release",
+                "deploy",
+                "--project",
+                "P",
+                "--version",
+                "1",
+                "--environment",
+                "D",
+                "--variable",
+                "novalue",
+            ],
+            &["process", "add-script", "--project", "P", "--name", "S"],
+            &[
+                "process",
+                "add-script",
+                "--project",
+                "P",
+                "--name",
+                "S",
+                "--script",
+                "x",
+                "--file",
+                "f",
+            ],
+            &[
+                "process",
+                "add-script",
+                "--project",
+                "P",
+                "--name",
+                "S",
+                "--script",
+                "x",
+                "--syntax",
+                "perl",
+            ],
+            &["task", "wait"],
+            &["environment", "list", "--output", "yaml"],
+        ];
+        for args in bad {
+            let result = parse(args);
+            assert!(
+                result
+                    .as_ref()
+                    .is_err_and(|error| error.exit_code() == exit::USAGE),
+                "{args:?} parsed as {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn variables_split_at_the_first_colon() {
+        assert_eq!(parse_variable("A:b:c"), Ok(("A".into(), "b:c".into())));
+        assert_eq!(parse_variable("A:"), Ok(("A".into(), String::new())));
+        assert!(parse_variable(":x").is_err());
+        assert!(parse_variable("x").is_err());
+    }
+
+    #[test]
+    fn exit_codes_follow_the_documented_contract() {
+        let api = Failure::Client(ClientError::Api {
+            status: 400,
+            message: "m".into(),
+            errors: vec![],
+        });
+        let cases = [
+            (api, exit::API_ERROR),
+            (
+                Failure::Client(ClientError::NotFound("x".into())),
+                exit::API_ERROR,
+            ),
+            (
+                Failure::Client(ClientError::Decode("x".into())),
+                exit::API_ERROR,
+            ),
+            (
+                Failure::Client(ClientError::Transport("x".into())),
+                exit::UNREACHABLE,
+            ),
+            (
+                Failure::Client(ClientError::InvalidUrl {
+                    url: "x".into(),
+                    reason: "y".into(),
+                }),
+                exit::USAGE,
+            ),
+            (Failure::Edit(EditError::NoSteps), exit::API_ERROR),
+            (Failure::Usage("x".into()), exit::USAGE),
+            (
+                Failure::TasksUnsuccessful("x".into()),
+                exit::TASK_UNSUCCESSFUL,
+            ),
+            (Failure::TimedOut("x".into()), exit::TIMED_OUT),
+            (
+                Failure::Output(io::Error::from(io::ErrorKind::BrokenPipe)),
+                exit::SUCCESS,
+            ),
+        ];
+        for (failure, code) in cases {
+            assert_eq!(failure.exit_code(), code, "{failure:?}");
+        }
+        assert_eq!(
+            [
+                exit::SUCCESS,
+                exit::API_ERROR,
+                exit::USAGE,
+                exit::TASK_UNSUCCESSFUL,
+                exit::UNREACHABLE,
+                exit::TIMED_OUT
+            ],
+            [0, 1, 2, 3, 4, 5]
+        );
+    }
+
+    #[test]
+    fn api_errors_print_as_they_came() {
+        let failure = Failure::Client(ClientError::Api {
+            status: 400,
+            message: "There was a problem with your request.".into(),
+            errors: vec!["Project 'Foo' could not be found.".into()],
+        });
+        assert_eq!(
+            failure.message_lines(true),
+            vec![
+                "error: There was a problem with your request.",
+                "Project 'Foo' could not be found."
+            ]
+        );
+    }
+
+    #[test]
+    fn unauthorized_without_a_key_hints_at_the_key() {
+        let failure = Failure::Client(ClientError::Api {
+            status: 401,
+            message: "You must be logged in".into(),
+            errors: vec![],
+        });
+        assert_eq!(
+            failure.message_lines(false),
+            vec![
+                "error: You must be logged in",
+                "hint: pass --api-key or set FERRY_API_KEY"
+            ]
+        );
+        assert_eq!(failure.message_lines(true).len(), 1);
+    }
+
+    #[test]
+    fn tables_align_columns_without_trailing_spaces() {
+        let table = render_table(
+            &["ID", "NAME", "DESCRIPTION"],
+            &[
+                vec!["Environments-1".into(), "Dev".into(), String::new()],
+                vec![
+                    "Environments-12".into(),
+                    "Production".into(),
+                    "live\nsite".into(),
+                ],
+            ],
+        );
+        assert_eq!(
+            table,
+            "ID               NAME        DESCRIPTION\n\
+             Environments-1   Dev\n\
+             Environments-12  Production  live site\n"
+        );
+    }
+
+    #[test]
+    fn first_line_marks_longer_scripts() {
+        assert_eq!(first_line("echo hi"), "echo hi");
+        assert_eq!(first_line("\n  echo hi\necho there"), "echo hi …");
+        assert_eq!(first_line(&"x".repeat(50)), format!("{} …", "x".repeat(40)));
+        assert_eq!(first_line(""), "");
+    }
+
+    #[test]
+    fn log_events_render_as_indented_lines() {
+        let header = LogEvent::Activity {
+            depth: 1,
+            name: "Step 1: Say hello".into(),
+        };
+        assert_eq!(render_log_event(&header), vec!["  == Step 1: Say hello =="]);
+        let line = LogEvent::Line {
+            depth: 1,
+            category: "Info".into(),
+            occurred_at: "2025-05-01T10:00:01.000+00:00".into(),
+            message: "hello\n  world".into(),
+        };
+        assert_eq!(
+            render_log_event(&line),
+            vec!["  10:00:01 Info     hello", "                      world"]
+        );
+    }
+
+    #[test]
+    fn task_summary_names_state_and_error() {
+        let task = ServerTask {
+            id: "ServerTasks-3".into(),
+            description: "Deploy P release 1.0.0 to Dev".into(),
+            state: "Failed".into(),
+            is_completed: true,
+            error_message: Some("exit code 1".into()),
+            ..ServerTask::default()
+        };
+        assert_eq!(
+            task_summary(&task),
+            "ServerTasks-3 Failed: Deploy P release 1.0.0 to Dev (exit code 1)"
+        );
+    }
+}

@@ -1,0 +1,265 @@
+//! `ferry server`: configuration (flags, each also read from a `FERRY_*` variable), the master
+//! key, the store, first-start bootstrap, the task worker and the HTTP listener, with graceful
+//! shutdown on SIGTERM and SIGINT.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use ferry_crypto::{MasterKey, Secret};
+use ferry_executor::{Executor, ExecutorConfig};
+use ferry_server::{AppState, ServerConfig};
+use ferry_store::Db;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address to serve HTTP on (port 0 picks a free port).
+    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Directory for the embedded database, the master key and working files.
+    #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
+    data_dir: PathBuf,
+    /// Database URL: sqlite://PATH (default: ferry.db in the data directory) or postgres://….
+    #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Log format of the server's own log.
+    #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value = "pretty")]
+    log_format: LogFormat,
+    /// The URL clients use to reach this server (default: http://LISTEN).
+    #[arg(long, env = "FERRY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Most tasks this node runs at once.
+    #[arg(long, env = "FERRY_TASK_CAP", default_value_t = 10)]
+    task_cap: usize,
+    /// This node's name (default: kept in the data directory).
+    #[arg(long, env = "FERRY_NODE_NAME")]
+    node_name: Option<String>,
+    /// Seconds a task lease lasts without a heartbeat.
+    #[arg(long, env = "FERRY_TASK_LEASE_SECONDS", default_value_t = 30)]
+    task_lease_seconds: u64,
+    /// The master key (base64 of 32 bytes); by default kept in DATA_DIR/master.key.
+    #[arg(long, env = "FERRY_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<String>,
+    /// An API key for the admin user (API- and 26 or more uppercase letters or digits).
+    #[arg(long, env = "FERRY_ADMIN_API_KEY", hide_env_values = true)]
+    admin_api_key: Option<String>,
+}
+
+pub fn main(args: ServerArgs) -> i32 {
+    init_tracing(args.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+/// Loads the master key from the environment, or from `master.key` in the data directory, or
+/// makes one there (mode 0600) on first start.
+fn master_key(data_dir: &Path, from_env: Option<&str>) -> anyhow::Result<MasterKey> {
+    if let Some(k) = from_env {
+        return MasterKey::from_base64(k).context("FERRY_MASTER_KEY is not usable");
+    }
+    let path = data_dir.join("master.key");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        restrict(&path)?;
+        return MasterKey::from_base64(&text)
+            .with_context(|| format!("{} does not hold a valid master key", path.display()));
+    }
+    let key = MasterKey::generate();
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("could not create {}", path.display()))?;
+    f.write_all(key.to_base64().as_bytes())?;
+    f.sync_all()?;
+    tracing::info!(path = %path.display(), "created the master key; back it up: without it sensitive values cannot be read");
+    Ok(key)
+}
+
+fn restrict(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        tracing::warn!(path = %path.display(), "the master key file was readable by others; its mode is now 0600");
+    }
+    Ok(())
+}
+
+fn node_name(data_dir: &Path, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(n) = given.filter(|n| !n.trim().is_empty()) {
+        return Ok(n);
+    }
+    let path = data_dir.join("node-name");
+    if let Ok(n) = std::fs::read_to_string(&path) {
+        let n = n.trim().to_string();
+        if !n.is_empty() {
+            return Ok(n);
+        }
+    }
+    let n = format!("node-{}", &uuid_simple()[..8]);
+    std::fs::write(&path, &n).with_context(|| format!("could not write {}", path.display()))?;
+    Ok(n)
+}
+
+fn uuid_simple() -> String {
+    ferry_crypto::hash_api_key(&format!("{:?}{}", std::time::SystemTime::now(), std::process::id()))
+}
+
+async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("could not create the data directory {}", args.data_dir.display()))?;
+    let data_dir = args
+        .data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| args.data_dir.clone());
+    if let Some(k) = &args.admin_api_key {
+        if !ferry_crypto::is_valid_api_key(k) {
+            bail!("FERRY_ADMIN_API_KEY must be API- followed by 26 or more uppercase letters or digits");
+        }
+    }
+    let key = master_key(&data_dir, args.master_key.as_deref())?;
+    tracing::info!(fingerprint = %key.fingerprint(), "master key loaded");
+
+    let url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("ferry.db").display()));
+    let db = Db::open(&url)
+        .await
+        .with_context(|| format!("could not open the database {}", ferry_store::redact_url(&url)))?;
+    db.migrate().await.context("could not migrate the database")?;
+
+    let admin_key = args.admin_api_key.clone().map(Secret::new);
+    let boot = ferry_server::bootstrap::run(&db, admin_key.as_ref())
+        .await
+        .context("could not prepare the store")?;
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_string();
+
+    let node = node_name(&data_dir, args.node_name.clone())?;
+    let executor = Executor::new(
+        db.clone(),
+        ExecutorConfig {
+            node: node.clone(),
+            task_cap: args.task_cap.max(1),
+            lease: Duration::from_secs(args.task_lease_seconds.max(2)),
+            work_dir: data_dir.join("work"),
+            server_uri: public_url.clone(),
+        },
+    );
+    let recovered = executor.recover().await.context("could not recover tasks")?;
+    if recovered > 0 {
+        tracing::warn!(count = recovered, "ended tasks left executing by this node's previous run");
+    }
+    let worker = tokio::spawn(executor.clone().run());
+
+    let state = AppState {
+        db: db.clone(),
+        executor: executor.clone(),
+        config: Arc::new(ServerConfig {
+            public_url: public_url.clone(),
+            max_body_bytes: 20 * 1024 * 1024,
+        }),
+        installation_id: Arc::from(boot.installation_id.as_str()),
+        metrics: Arc::default(),
+        routes: Arc::new(ferry_server::routes::table()),
+    };
+
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Ferry {} server listening on {public_url}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(out, "  API:       {public_url}/api");
+    let _ = writeln!(out, "  Node:      {node}");
+    let _ = writeln!(out, "  Data:      {}", data_dir.display());
+    let _ = writeln!(out, "  Database:  {}", ferry_store::redact_url(&url));
+    if let Some((password, key)) = &boot.admin_created {
+        let _ = writeln!(out, "First start: created the user 'admin' (shown once, store them now):");
+        let _ = writeln!(out, "  Admin password: {}", password.expose());
+        match key {
+            Some(k) => {
+                let _ = writeln!(out, "  Admin API key:  {}", k.expose());
+            }
+            None => {
+                let _ = writeln!(out, "  Admin API key:  the one given in FERRY_ADMIN_API_KEY");
+            }
+        }
+    }
+    let _ = out.flush();
+    drop(out);
+
+    ferry_server::serve(listener, state, shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
+    tracing::info!("shutting down: waiting for running tasks");
+    executor.shutdown(ferry_server::SHUTDOWN_GRACE).await;
+    worker.abort();
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,309 @@
+//! Deployments: a release applied to an environment, run as a server task. Creating one checks
+//! the release's lifecycle, then writes the deployment, its task and an audit event in one
+//! transaction, and wakes the task worker.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use ferry_domain::lifecycle::{Refusal, check_deploy};
+use ferry_domain::time::{format_ms, now_ms};
+use ferry_domain::{Deployment, Environment, Project, Release};
+use ferry_store::{DocQuery, DocRow, TaskRow};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::input::Body;
+
+const C: &str = "Deployments";
+
+pub fn render(space: &str, d: &Deployment) -> Value {
+    let base = format!("/api/{space}/deployments/{}", d.id);
+    with_links(
+        d,
+        links(
+            base,
+            &[
+                ("Release", format!("/api/{space}/releases/{}", d.release_id)),
+                (
+                    "Environment",
+                    format!("/api/{space}/environments/{}", d.environment_id),
+                ),
+                ("Project", format!("/api/{space}/projects/{}", d.project_id)),
+                ("Task", format!("/api/tasks/{}", d.task_id)),
+                ("Web", format!("/app#/{space}/deployments/{}", d.id)),
+            ],
+        ),
+    )
+}
+
+fn render_row(space: &str, d: &DocRow) -> ApiResult<Value> {
+    Ok(render(space, &parse_body(d)?))
+}
+
+/// What is needed to queue a deployment.
+#[derive(Clone, Debug, Default)]
+pub struct NewDeployment {
+    pub comments: String,
+    pub form_values: BTreeMap<String, String>,
+    pub skip_actions: Vec<String>,
+    pub specific_machine_ids: Vec<String>,
+    pub excluded_machine_ids: Vec<String>,
+    pub queue_time: Option<i64>,
+    pub queue_time_expiry: Option<i64>,
+    pub use_guided_failure: bool,
+    pub force_package_download: bool,
+    pub force_package_redeployment: bool,
+}
+
+/// Queues a deployment of `release` to `env` after checking the lifecycle.
+pub async fn create_deployment(
+    st: &AppState,
+    space: &str,
+    ctx: &Ctx,
+    release: &Release,
+    project: &Project,
+    env: &Environment,
+    nd: NewDeployment,
+) -> ApiResult<Deployment> {
+    if project.is_disabled {
+        return Err(ApiError::bad_request(format!(
+            "Project '{}' is disabled",
+            project.name
+        )));
+    }
+    let pr = super::releases::progress(st, space, release, project).await?;
+    if let Err(refusal) = check_deploy(&pr.phases, &pr.succeeded, &pr.deployed, &env.id) {
+        let name_of = |id: &String| {
+            pr.environments
+                .iter()
+                .find(|e| &e.id == id)
+                .map(|e| e.name.clone())
+                .unwrap_or_else(|| id.clone())
+        };
+        let msg = match refusal {
+            Refusal::NotInLifecycle => format!(
+                "Release {} of {} cannot be deployed to {}: the environment is not part of the release's lifecycle",
+                release.version, project.name, env.name
+            ),
+            Refusal::PhaseIncomplete { phase, remaining } => format!(
+                "Release {} of {} cannot be deployed to {} yet: the lifecycle phase '{phase}' must be completed first (still to deploy successfully: {})",
+                release.version,
+                project.name,
+                env.name,
+                remaining.iter().map(name_of).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        return Err(ApiError::bad_request(msg));
+    }
+    let now = now_ms();
+    if let (Some(at), Some(exp)) = (nd.queue_time, nd.queue_time_expiry) {
+        if exp <= at {
+            return Err(ApiError::bad_request(
+                "NoRunAfter (QueueTimeExpiry) must be later than RunAt (QueueTime)",
+            ));
+        }
+    }
+    let mut tx = st.db.begin().await?;
+    let seq = tx.next_seq(C).await?;
+    let tseq = tx.next_seq("ServerTasks").await?;
+    let task_id = format!("ServerTasks-{tseq}");
+    let d = Deployment {
+        id: format!("{C}-{seq}"),
+        space_id: space.to_string(),
+        name: format!("Deploy to {}", env.name),
+        project_id: project.id.clone(),
+        release_id: release.id.clone(),
+        channel_id: release.channel_id.clone(),
+        environment_id: env.id.clone(),
+        tenant_id: None,
+        task_id: task_id.clone(),
+        deployment_process_id: release.project_deployment_process_snapshot_id.clone(),
+        manifest_variable_set_id: format!("variableset-{C}-{seq}"),
+        created: format_ms(now),
+        queue_time: nd.queue_time.map(format_ms),
+        queue_time_expiry: nd.queue_time_expiry.map(format_ms),
+        comments: nd.comments,
+        form_values: nd.form_values,
+        skip_actions: nd.skip_actions,
+        specific_machine_ids: nd.specific_machine_ids,
+        excluded_machine_ids: nd.excluded_machine_ids,
+        force_package_download: nd.force_package_download,
+        force_package_redeployment: nd.force_package_redeployment,
+        use_guided_failure: nd.use_guided_failure,
+        deployed_by: ctx.principal.username.clone(),
+        deployed_by_id: ctx.principal.user_id.clone(),
+        ..Deployment::default()
+    };
+    let description = format!(
+        "Deploy {} release {} to {}",
+        project.name, release.version, env.name
+    );
+    let mut row = doc_row(C, &d.id, space, &project.id, &d.id, "", 0, seq, &d)?;
+    row.ref1 = env.id.clone();
+    row.ref2 = release.id.clone();
+    tx.insert_doc(&row).await?;
+    tx.insert_task(&TaskRow {
+        id: task_id.clone(),
+        seq: tseq,
+        space_id: space.to_string(),
+        name: "Deploy".to_string(),
+        description: description.clone(),
+        state: "Queued".to_string(),
+        arguments: json!({"DeploymentId": d.id}).to_string(),
+        project_id: Some(project.id.clone()),
+        environment_id: Some(env.id.clone()),
+        tenant_id: None,
+        deployment_id: Some(d.id.clone()),
+        release_id: Some(release.id.clone()),
+        queue_time: now,
+        queue_time_expiry: nd.queue_time_expiry,
+        start_time: None,
+        completed_time: None,
+        last_updated: now,
+        error_message: String::new(),
+        has_warnings_or_errors: 0,
+        lease_owner: None,
+        lease_expires_at: None,
+        epoch: 0,
+        attempts: 0,
+        queue_after: nd.queue_time.unwrap_or(now),
+        cancel_requested: 0,
+        created_by: ctx.principal.username.clone(),
+    })
+    .await?;
+    audit(
+        &mut tx,
+        ctx,
+        space,
+        "DeploymentQueued",
+        format!("{description} was queued"),
+        &[&d.id, &task_id, &release.id, &project.id, &env.id],
+        json!({"DeploymentId": d.id, "TaskId": task_id}),
+    )
+    .await?;
+    tx.commit().await?;
+    st.executor.wake();
+    Ok(d)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateBody {
+    pub release_id: String,
+    pub environment_id: String,
+    pub comments: Option<String>,
+    pub form_values: BTreeMap<String, String>,
+    pub skip_actions: Vec<String>,
+    pub specific_machine_ids: Vec<String>,
+    pub excluded_machine_ids: Vec<String>,
+    pub queue_time: Option<String>,
+    pub queue_time_expiry: Option<String>,
+    pub use_guided_failure: bool,
+    pub force_package_download: bool,
+    pub force_package_redeployment: bool,
+    pub tenant_id: Option<String>,
+}
+
+/// Parses an optional timestamp field, naming it on error.
+pub fn parse_time(field: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
+    match v.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => ferry_domain::time::parse_ms(s)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("{field} '{s}' is not a date and time with an offset, such as 2030-01-01T10:00:00+00:00"))),
+    }
+}
+
+pub async fn create(
+    State(st): State<AppState>,
+    Path(space): Path<String>,
+    ctx: Ctx,
+    Body(b): Body<CreateBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if b.tenant_id.as_deref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::bad_request(
+            "Tenanted deployments are not supported yet",
+        ));
+    }
+    let (_, release): (_, Release) = load(&st, "Releases", &space, &b.release_id, "Release")
+        .await
+        .map_err(|_| ApiError::bad_request(format!("Release '{}' was not found", b.release_id)))?;
+    let (_, env): (_, Environment) = find(&st, "Environments", &space, None, &b.environment_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("Environment '{}' was not found", b.environment_id))
+        })?;
+    let (_, project): (_, Project) =
+        load(&st, "Projects", &space, &release.project_id, "Project").await?;
+    let nd = NewDeployment {
+        comments: b.comments.unwrap_or_default(),
+        form_values: b.form_values,
+        skip_actions: b.skip_actions,
+        specific_machine_ids: b.specific_machine_ids,
+        excluded_machine_ids: b.excluded_machine_ids,
+        queue_time: parse_time("QueueTime", b.queue_time.as_deref())?,
+        queue_time_expiry: parse_time("QueueTimeExpiry", b.queue_time_expiry.as_deref())?,
+        use_guided_failure: b.use_guided_failure,
+        force_package_download: b.force_package_download,
+        force_package_redeployment: b.force_package_redeployment,
+    };
+    let d = create_deployment(&st, &space, &ctx, &release, &project, &env, nd).await?;
+    Ok((StatusCode::CREATED, Json(render(&space, &d))))
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    Path(space): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    require_space(&st, &space).await?;
+    let params = Params::parse(raw.as_deref());
+    let base = format!("/api/{space}/deployments");
+    let q = DocQuery {
+        space_id: Some(space.clone()),
+        newest_first: true,
+        owner_in: params.list("projects"),
+        ref1_in: params.list("environments"),
+        ..DocQuery::new(C)
+    };
+    Ok(Json(list_page(&st, q, &params, "Deployment", &base, &format!("{base}{{/id}}{{?skip,take,ids,projects,environments,tenants,channels,taskState,partialName}}"), |d| render_row(&space, d)).await?))
+}
+
+pub async fn for_release(
+    State(st): State<AppState>,
+    Path((space, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let (_, r): (_, Release) = load(&st, "Releases", &space, &id, "Release").await?;
+    let params = Params::parse(raw.as_deref());
+    let base = format!("/api/{space}/releases/{}/deployments", r.id);
+    let q = DocQuery {
+        space_id: Some(space.clone()),
+        newest_first: true,
+        ref2_in: vec![r.id.clone()],
+        ..DocQuery::new(C)
+    };
+    Ok(Json(
+        list_page(
+            &st,
+            q,
+            &params,
+            "Deployment",
+            &base,
+            &format!("{base}{{?skip,take}}"),
+            |d| render_row(&space, d),
+        )
+        .await?,
+    ))
+}
+
+pub async fn get(
+    State(st): State<AppState>,
+    Path((space, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (_, d): (_, Deployment) = load(&st, C, &space, &id, "Deployment").await?;
+    Ok(Json(render(&space, &d)))
+}

@@ -1,0 +1,156 @@
+//! The root document, health, metrics, OpenAPI, capabilities, users and feeds.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use ferry_domain::Feed;
+use ferry_domain::time::format_ms;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::OCTOPUS_COMPAT_VERSION;
+
+/// `GET /api`: what the clients read first (`Version` must be semver ≥ 2022.3.5512,
+/// `InstallationId` a UUID) and the links the Go CLI discovers routes from.
+pub async fn root(State(st): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "Application": "Octopus Deploy",
+        "Version": OCTOPUS_COMPAT_VERSION,
+        "ApiVersion": "3.0.0",
+        "InstallationId": st.installation_id.as_ref(),
+        "IsEarlyAccessProgram": false,
+        "HasLongTermSupport": false,
+        "FerryVersion": env!("CARGO_PKG_VERSION"),
+        "Links": {
+            "Self": "/api",
+            "Spaces": "/api/spaces{/id}{?skip,ids,take,partialName}",
+            "SpaceHome": "/api/{spaceId}",
+            "CurrentUser": "/api/users/me",
+            "Users": "/api/users{/id}{?skip,take,ids,filter}",
+            "Tasks": "/api/tasks{/id}{?skip,active,environment,tenant,runbook,project,name,node,running,states,hasPendingInterruptions,hasWarningsOrErrors,take,ids,partialName,spaces,includeSystem}",
+            "Events": "/api/events{/id}{?skip,regarding,user,eventCategories,take,spaces}",
+            "Capabilities": "/api/capabilities",
+            "OpenApi": "/api/openapi.json",
+            "Web": "/app",
+        }
+    }))
+}
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"Status": "Healthy"}))
+}
+
+pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    let counts = st.db.count_tasks_by_state().await.unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(&counts),
+    )
+}
+
+pub async fn openapi(State(st): State<AppState>) -> Json<Value> {
+    Json(st.routes.openapi())
+}
+
+pub async fn capabilities() -> Json<Value> {
+    Json(json!({"Capabilities": [], "Links": {}}))
+}
+
+fn user_json(u: &ferry_store::UserRow) -> Value {
+    json!({
+        "Id": u.id,
+        "Username": u.username,
+        "DisplayName": u.display_name,
+        "EmailAddress": u.email,
+        "IsActive": u.is_active != 0,
+        "IsService": u.is_service != 0,
+        "IsRequestor": false,
+        "CanPasswordBeEdited": u.password_hash.is_some(),
+        "Identities": [],
+        "Created": format_ms(u.created_at),
+        "Links": {"Self": format!("/api/users/{}", u.id)},
+    })
+}
+
+pub async fn me(State(st): State<AppState>, ctx: Ctx) -> ApiResult<Json<Value>> {
+    match st.db.get_user(&ctx.principal.user_id).await? {
+        Some(u) => Ok(Json(user_json(&u))),
+        None => Err(ApiError::unauthorized()),
+    }
+}
+
+pub async fn list_users(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+    let users = st.db.list_users().await?;
+    let n = i64::try_from(users.len()).unwrap_or(i64::MAX);
+    Ok(Json(crate::query::page(
+        "User",
+        users.iter().map(user_json).collect(),
+        n,
+        0,
+        n.max(1),
+        "/api/users",
+        "/api/users{/id}{?skip,take,ids,filter}",
+    )))
+}
+
+pub async fn get_user(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    match st.db.get_user(&id).await? {
+        Some(u) => Ok(Json(user_json(&u))),
+        None => Err(ApiError::not_found(format!("User '{id}' was not found"))),
+    }
+}
+
+fn builtin_feed(space: &str) -> Value {
+    let f = Feed {
+        space_id: space.to_string(),
+        ..Feed::default()
+    };
+    with_links(
+        &f,
+        links(
+            format!("/api/{space}/feeds/{}", f.id),
+            &[(
+                "Packages",
+                format!(
+                    "/api/{space}/feeds/{}/packages{{?packageId,partialMatch,includeMultipleVersions,includeNotes,includePreRelease,versionRange,preReleaseTag,take,skip}}",
+                    f.id
+                ),
+            )],
+        ),
+    )
+}
+
+pub async fn feeds(
+    State(st): State<AppState>,
+    Path(space): Path<String>,
+) -> ApiResult<Json<Value>> {
+    require_space(&st, &space).await?;
+    Ok(Json(crate::query::page(
+        "Feed",
+        vec![builtin_feed(&space)],
+        1,
+        0,
+        30,
+        &format!("/api/{space}/feeds"),
+        &format!("/api/{space}/feeds{{/id}}{{?skip,take,ids,partialName,feedType,name}}"),
+    )))
+}
+
+pub async fn feed(
+    State(st): State<AppState>,
+    Path((space, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    require_space(&st, &space).await?;
+    if id.eq_ignore_ascii_case(ferry_domain::BUILTIN_FEED_ID) {
+        Ok(Json(builtin_feed(&space)))
+    } else {
+        Err(ApiError::not_found(format!("Feed '{id}' was not found")))
+    }
+}

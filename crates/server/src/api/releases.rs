@@ -1,0 +1,484 @@
+//! Releases: immutable snapshots of a project's process and variables with a version unique
+//! per project. Creating one copies the current process and variable set into snapshot
+//! documents; later edits to the project never change a release.
+
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use ferry_domain::lifecycle::{EnvRef, allowed_environments, effective_phases};
+use ferry_domain::time::{format_ms, now_ms};
+use ferry_domain::version::{Version, next_patch};
+use ferry_domain::{
+    Channel, DeploymentProcess, Environment, Lifecycle, Project, Release, VariableSet,
+};
+use ferry_store::{DocQuery, DocRow, TaskQuery};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::input::Body;
+
+const C: &str = "Releases";
+
+pub fn render(space: &str, r: &Release) -> Value {
+    let base = format!("/api/{space}/releases/{}", r.id);
+    with_links(
+        r,
+        links(
+            base.clone(),
+            &[
+                ("Project", format!("/api/{space}/projects/{}", r.project_id)),
+                ("Channel", format!("/api/{space}/channels/{}", r.channel_id)),
+                ("Deployments", format!("{base}/deployments{{?skip,take}}")),
+                ("Progression", format!("{base}/progression")),
+                (
+                    "ProjectDeploymentProcessSnapshot",
+                    format!(
+                        "/api/{space}/deploymentprocesses/{}",
+                        r.project_deployment_process_snapshot_id
+                    ),
+                ),
+                (
+                    "ProjectVariableSnapshot",
+                    format!(
+                        "/api/{space}/variables/{}",
+                        r.project_variable_set_snapshot_id
+                    ),
+                ),
+                ("Web", format!("/app#/{space}/releases/{}", r.id)),
+            ],
+        ),
+    )
+}
+
+fn render_row(space: &str, d: &DocRow) -> ApiResult<Value> {
+    Ok(render(space, &parse_body(d)?))
+}
+
+/// What is needed to create a release.
+#[derive(Clone, Debug, Default)]
+pub struct NewRelease {
+    pub project: String,
+    pub channel: Option<String>,
+    pub version: Option<String>,
+    pub notes: Option<String>,
+    pub ignore_if_exists: bool,
+    pub ignore_channel_rules: bool,
+}
+
+fn random_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..5].to_uppercase()
+}
+
+/// Creates a release (or returns the existing one with `ignore_if_exists`). Returns the release
+/// and whether it was created now. An unknown project is a 400 (as the executions API expects).
+pub async fn create_release(
+    st: &AppState,
+    space: &str,
+    ctx: &Ctx,
+    nr: NewRelease,
+) -> ApiResult<(Release, bool)> {
+    require_space(st, space).await?;
+    let (_, project): (_, Project) = find(st, "Projects", space, None, nr.project.trim())
+        .await?
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("Project '{}' could not be found", nr.project))
+        })?;
+    if project.is_disabled {
+        return Err(ApiError::bad_request(format!(
+            "Project '{}' is disabled",
+            project.name
+        )));
+    }
+    let channel: Channel =
+        super::channels::resolve(st, space, &project.id, nr.channel.as_deref()).await?;
+    let version = match nr
+        .version
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        Some(v) => {
+            if Version::parse(v).is_none() {
+                return Err(ApiError::bad_request(format!(
+                    "'{v}' is not a valid version; use a version such as 1.2.3, 1.2.3.4 or 1.2.3-beta.1"
+                )));
+            }
+            v.to_string()
+        }
+        None => {
+            let (rows, _) = st
+                .db
+                .list_docs(&DocQuery {
+                    owner_id: Some(project.id.clone()),
+                    take: Some(200),
+                    newest_first: true,
+                    ..DocQuery::new(C)
+                })
+                .await?;
+            rows.iter()
+                .filter_map(|r| Version::parse(&r.name))
+                .max()
+                .map(|v| next_patch(&v))
+                .unwrap_or_else(|| "0.0.1".to_string())
+        }
+    };
+    if let Some((_, existing)) = find::<Release>(st, C, space, Some(&project.id), &version).await? {
+        if existing.version.eq_ignore_ascii_case(&version) {
+            if nr.ignore_if_exists {
+                return Ok((existing, false));
+            }
+            return Err(ApiError::conflict(format!(
+                "A release with the version {version} already exists for the project {}",
+                project.name
+            )));
+        }
+    }
+    let (_, process): (_, DeploymentProcess) = load(
+        st,
+        "DeploymentProcesses",
+        space,
+        &project.deployment_process_id,
+        "Deployment process",
+    )
+    .await?;
+    let (_, vars): (_, VariableSet) = load(
+        st,
+        "VariableSets",
+        space,
+        &project.variable_set_id,
+        "Variable set",
+    )
+    .await?;
+
+    let mut tx = st.db.begin().await?;
+    let seq = tx.next_seq(C).await?;
+    let mut snap = process.clone();
+    snap.id = format!("{}-s-{}-{}", process.id, process.version, random_suffix());
+    let mut var_snap = vars.clone();
+    var_snap.id = format!("{}-s-{}-{}", vars.id, vars.version, random_suffix());
+    let release = Release {
+        id: format!("{C}-{seq}"),
+        space_id: space.to_string(),
+        project_id: project.id.clone(),
+        channel_id: channel.id.clone(),
+        version: version.clone(),
+        release_notes: nr.notes.clone(),
+        assembled: format_ms(now_ms()),
+        ignore_channel_rules: nr.ignore_channel_rules,
+        project_deployment_process_snapshot_id: snap.id.clone(),
+        project_variable_set_snapshot_id: var_snap.id.clone(),
+        ..Release::default()
+    };
+    tx.insert_doc(&doc_row(
+        super::process::SNAPSHOTS,
+        &snap.id,
+        space,
+        &project.id,
+        &snap.id,
+        "",
+        0,
+        seq,
+        &snap,
+    )?)
+    .await?;
+    tx.insert_doc(&doc_row(
+        super::variables::SNAPSHOTS,
+        &var_snap.id,
+        space,
+        &project.id,
+        &var_snap.id,
+        "",
+        0,
+        seq,
+        &var_snap,
+    )?)
+    .await?;
+    let mut row = doc_row(
+        C,
+        &release.id,
+        space,
+        &project.id,
+        &release.version,
+        "",
+        0,
+        seq,
+        &release,
+    )?;
+    row.ref1 = channel.id.clone();
+    tx.insert_doc(&row).await.map_err(|e| match e {
+        ferry_store::StoreError::Conflict => ApiError::conflict(format!(
+            "A release with the version {version} already exists for the project {}",
+            project.name
+        )),
+        other => other.into(),
+    })?;
+    audit(
+        &mut tx,
+        ctx,
+        space,
+        "Created",
+        format!("Release {version} of project {} was created", project.name),
+        &[&release.id, &project.id, &channel.id],
+        json!({"Document": release}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((release, true))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateReleaseBody {
+    pub project_id: String,
+    pub channel_id: Option<String>,
+    pub version: Option<String>,
+    pub release_notes: Option<String>,
+    pub ignore_channel_rules: bool,
+}
+
+pub async fn create(
+    State(st): State<AppState>,
+    Path(space): Path<String>,
+    ctx: Ctx,
+    Body(b): Body<CreateReleaseBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if b.project_id.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "Please provide the ProjectId of the release",
+        ));
+    }
+    let (r, _) = create_release(
+        &st,
+        &space,
+        &ctx,
+        NewRelease {
+            project: b.project_id,
+            channel: b.channel_id,
+            version: b.version,
+            notes: b.release_notes,
+            ignore_if_exists: false,
+            ignore_channel_rules: b.ignore_channel_rules,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(render(&space, &r))))
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    Path(space): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    require_space(&st, &space).await?;
+    let base = format!("/api/{space}/releases");
+    let q = DocQuery {
+        space_id: Some(space.clone()),
+        newest_first: true,
+        ..DocQuery::new(C)
+    };
+    let params = Params::parse(raw.as_deref());
+    Ok(Json(
+        list_page(
+            &st,
+            q,
+            &params,
+            "Release",
+            &base,
+            &format!("{base}{{/id}}{{?skip,ignoreChannelRules,take,ids}}"),
+            |d| render_row(&space, d),
+        )
+        .await?,
+    ))
+}
+
+pub async fn for_project(
+    State(st): State<AppState>,
+    Path((space, project)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let (_, p) = super::projects::resolve(&st, &space, &project).await?;
+    let params = Params::parse(raw.as_deref());
+    let base = format!("/api/{space}/projects/{}/releases", p.id);
+    let mut q = DocQuery {
+        space_id: Some(space.clone()),
+        owner_id: Some(p.id.clone()),
+        newest_first: true,
+        ..DocQuery::new(C)
+    };
+    q.partial_name = params.get("searchByVersion").map(str::to_string);
+    let v = list_page(
+        &st,
+        q.clone(),
+        &params,
+        "Release",
+        &base,
+        &format!("{base}{{/version}}{{?skip,take,searchByVersion}}"),
+        |d| render_row(&space, d),
+    )
+    .await?;
+    Ok(Json(v))
+}
+
+pub async fn by_version(
+    State(st): State<AppState>,
+    Path((space, project, version)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (_, p) = super::projects::resolve(&st, &space, &project).await?;
+    let mut q = DocQuery {
+        space_id: Some(space.clone()),
+        owner_id: Some(p.id.clone()),
+        ..DocQuery::new(C)
+    };
+    q.name = Some(version.clone());
+    let (rows, _) = st.db.list_docs(&q).await?;
+    match rows.first() {
+        Some(d) => Ok(Json(render_row(&space, d)?)),
+        None => Err(ApiError::not_found(format!(
+            "Release '{version}' of project '{}' was not found",
+            p.name
+        ))),
+    }
+}
+
+pub async fn get(
+    State(st): State<AppState>,
+    Path((space, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (_, r): (_, Release) = load(&st, C, &space, &id, "Release").await?;
+    Ok(Json(render(&space, &r)))
+}
+
+pub async fn remove(
+    State(st): State<AppState>,
+    Path((space, id)): Path<(String, String)>,
+    ctx: Ctx,
+) -> ApiResult<Json<Value>> {
+    let (_, r): (_, Release) = load(&st, C, &space, &id, "Release").await?;
+    let (active, _) = st
+        .db
+        .list_tasks(&TaskQuery {
+            release_id: Some(r.id.clone()),
+            active_only: true,
+            take: Some(1),
+            ..TaskQuery::default()
+        })
+        .await?;
+    if !active.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Release {} has a deployment in progress; wait for it or cancel it first",
+            r.version
+        )));
+    }
+    let mut tx = st.db.begin().await?;
+    tx.delete_doc(&r.id).await?;
+    audit(
+        &mut tx,
+        &ctx,
+        &space,
+        "Deleted",
+        format!("Release {} was deleted", r.version),
+        &[&r.id, &r.project_id],
+        json!({"Document": r}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(json!({})))
+}
+
+/// The lifecycle phases that apply to a release, and where it has been deployed.
+pub struct Progress {
+    pub phases: Vec<ferry_domain::lifecycle::EffectivePhase>,
+    pub succeeded: HashSet<String>,
+    pub deployed: HashSet<String>,
+    pub environments: Vec<Environment>,
+}
+
+pub async fn progress(
+    st: &AppState,
+    space: &str,
+    release: &Release,
+    project: &Project,
+) -> ApiResult<Progress> {
+    let channel: Option<Channel> = match st.db.get_doc(&release.channel_id).await? {
+        Some(d) => Some(parse_body(&d)?),
+        None => None,
+    };
+    let lifecycle_id = channel
+        .and_then(|c| c.lifecycle_id)
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| project.lifecycle_id.clone());
+    let (_, lifecycle): (_, Lifecycle) =
+        load(st, "Lifecycles", space, &lifecycle_id, "Lifecycle").await?;
+    let (rows, _) = st
+        .db
+        .list_docs(&DocQuery {
+            space_id: Some(space.to_string()),
+            ..DocQuery::new("Environments")
+        })
+        .await?;
+    let environments: Vec<Environment> = rows.iter().map(parse_body).collect::<ApiResult<_>>()?;
+    let refs: Vec<EnvRef> = environments
+        .iter()
+        .map(|e| EnvRef {
+            id: e.id.clone(),
+            name: e.name.clone(),
+        })
+        .collect();
+    let phases = effective_phases(&lifecycle.phases, &refs);
+    let (tasks, _) = st
+        .db
+        .list_tasks(&TaskQuery {
+            release_id: Some(release.id.clone()),
+            ..TaskQuery::default()
+        })
+        .await?;
+    let mut succeeded = HashSet::new();
+    let mut deployed = HashSet::new();
+    for t in tasks {
+        if let Some(e) = t.environment_id {
+            if t.state == "Success" {
+                succeeded.insert(e.clone());
+            }
+            deployed.insert(e);
+        }
+    }
+    Ok(Progress {
+        phases,
+        succeeded,
+        deployed,
+        environments,
+    })
+}
+
+pub async fn progression(
+    State(st): State<AppState>,
+    Path((space, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (_, r): (_, Release) = load(&st, C, &space, &id, "Release").await?;
+    let (_, p): (_, Project) = load(&st, "Projects", &space, &r.project_id, "Project").await?;
+    let pr = progress(&st, &space, &r, &p).await?;
+    let allowed = allowed_environments(&pr.phases, &pr.succeeded, &pr.deployed);
+    let phases: Vec<Value> = pr
+        .phases
+        .iter()
+        .map(|ph| {
+            json!({
+                "Name": ph.name,
+                "EnvironmentIds": ph.environments,
+                "AutomaticEnvironmentIds": ph.automatic,
+                "IsOptional": ph.optional,
+                "MinimumEnvironmentsBeforePromotion": ph.minimum,
+                "IsComplete": ph.is_complete(&pr.succeeded),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "ReleaseId": r.id,
+        "Phases": phases,
+        "SucceededEnvironmentIds": pr.succeeded.iter().collect::<Vec<_>>(),
+        "NextDeployments": allowed,
+    })))
+}

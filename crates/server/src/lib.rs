@@ -1,0 +1,170 @@
+//! Ferry's HTTP server: the Octopus-compatible REST API (the only API; the CLI and the tests use
+//! it too), authentication, the route table with each endpoint's permission, metrics, and the
+//! first-start bootstrap.
+//!
+//! Architecture invariant: only this crate knows HTTP routes, and every route is registered
+//! through `Routes::add`, which requires its permission; the OpenAPI document and the auth
+//! layer are generated from that one table.
+
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
+pub mod error;
+pub mod input;
+pub mod metrics;
+pub mod query;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, Uri};
+use ferry_executor::Executor;
+use ferry_store::Db;
+use tokio::net::TcpListener;
+
+pub use error::{ApiError, ApiResult};
+
+/// Server settings that handlers need.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The URL clients use to reach this server (links, `Octopus.Web.ServerUri`).
+    pub public_url: String,
+    /// The largest JSON body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub executor: Arc<Executor>,
+    pub config: Arc<ServerConfig>,
+    pub installation_id: Arc<str>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub routes: Arc<routes::RouteTable>,
+}
+
+/// The version string reported in the root document. It must be valid semver of at least
+/// 2022.3.5512 for the official TypeScript client to create releases and deploy.
+pub const OCTOPUS_COMPAT_VERSION: &str = "2025.2.9999";
+
+/// Path segments directly under `/api/` that are not space-scoped.
+const SYSTEM_SEGMENTS: &[&str] = &[
+    "spaces",
+    "users",
+    "tasks",
+    "events",
+    "capabilities",
+    "openapi.json",
+    "serverstatus",
+    "permissions",
+    "configuration",
+];
+
+/// Maps default-space routes (`/api/projects/…`) onto space-scoped ones
+/// (`/api/Spaces-1/projects/…`) before routing, and drops trailing slashes.
+pub fn rewrite_default_space(mut req: Request<Body>) -> Request<Body> {
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let trimmed = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    let mut new_path = trimmed.to_string();
+    if let Some(rest) = trimmed.strip_prefix("/api/") {
+        let first = rest.split('/').next().unwrap_or("");
+        let is_system = SYSTEM_SEGMENTS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(first));
+        if !first.is_empty() && !is_system && !ferry_domain::ids::is_space_id(first) {
+            new_path = format!("/api/{}/{rest}", ferry_domain::DEFAULT_SPACE_ID);
+        }
+    }
+    if new_path != path {
+        let pq = match uri.query() {
+            Some(q) => format!("{new_path}?{q}"),
+            None => new_path,
+        };
+        if let Ok(pq) = pq.parse::<axum::http::uri::PathAndQuery>() {
+            let mut parts = uri.into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(u) = Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+        }
+    }
+    req
+}
+
+/// Builds the router with its state.
+pub fn router(state: AppState) -> Router {
+    let (router, _) = routes::build();
+    router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::layer,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::layer,
+        ))
+        .fallback(|| async { ApiError::not_found("There is no API endpoint at this address") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "This endpoint does not accept that HTTP method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = router(state);
+    let app = tower::util::MapRequest::new(router, rewrite_default_space);
+    axum::serve(
+        listener,
+        axum::ServiceExt::<Request<Body>>::into_make_service_with_connect_info::<SocketAddr>(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// How long a graceful shutdown waits for running tasks.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rw(p: &str) -> String {
+        let req = Request::builder()
+            .uri(p)
+            .body(Body::empty())
+            .unwrap_or_default();
+        rewrite_default_space(req).uri().to_string()
+    }
+
+    #[test]
+    fn default_space_rewrite() {
+        assert_eq!(rw("/api/projects/all"), "/api/Spaces-1/projects/all");
+        assert_eq!(rw("/api/projects?take=1"), "/api/Spaces-1/projects?take=1");
+        assert_eq!(rw("/api/Spaces-2/projects"), "/api/Spaces-2/projects");
+        assert_eq!(rw("/api/spaces/all"), "/api/spaces/all");
+        assert_eq!(rw("/api/tasks/ServerTasks-1"), "/api/tasks/ServerTasks-1");
+        assert_eq!(rw("/api/"), "/api");
+        assert_eq!(rw("/api"), "/api");
+        assert_eq!(rw("/metrics"), "/metrics");
+    }
+}
