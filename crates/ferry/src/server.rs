@@ -142,19 +142,29 @@ fn node_name(data_dir: &Path, given: Option<String>) -> anyhow::Result<String> {
 }
 
 fn uuid_simple() -> String {
-    ferry_crypto::hash_api_key(&format!("{:?}{}", std::time::SystemTime::now(), std::process::id()))
+    ferry_crypto::hash_api_key(&format!(
+        "{:?}{}",
+        std::time::SystemTime::now(),
+        std::process::id()
+    ))
 }
 
 async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("could not create the data directory {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "could not create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
     let data_dir = args
         .data_dir
         .canonicalize()
         .unwrap_or_else(|_| args.data_dir.clone());
     if let Some(k) = &args.admin_api_key {
         if !ferry_crypto::is_valid_api_key(k) {
-            bail!("FERRY_ADMIN_API_KEY must be API- followed by 26 or more uppercase letters or digits");
+            bail!(
+                "FERRY_ADMIN_API_KEY must be API- followed by 26 or more uppercase letters or digits"
+            );
         }
     }
     let key = master_key(&data_dir, args.master_key.as_deref())?;
@@ -164,10 +174,15 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("ferry.db").display()));
-    let db = Db::open(&url)
+    let db = Db::open(&url).await.with_context(|| {
+        format!(
+            "could not open the database {}",
+            ferry_store::redact_url(&url)
+        )
+    })?;
+    db.migrate()
         .await
-        .with_context(|| format!("could not open the database {}", ferry_store::redact_url(&url)))?;
-    db.migrate().await.context("could not migrate the database")?;
+        .context("could not migrate the database")?;
 
     let admin_key = args.admin_api_key.clone().map(Secret::new);
     let boot = ferry_server::bootstrap::run(&db, admin_key.as_ref())
@@ -196,9 +211,15 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
             server_uri: public_url.clone(),
         },
     );
-    let recovered = executor.recover().await.context("could not recover tasks")?;
+    let recovered = executor
+        .recover()
+        .await
+        .context("could not recover tasks")?;
     if recovered > 0 {
-        tracing::warn!(count = recovered, "ended tasks left executing by this node's previous run");
+        tracing::warn!(
+            count = recovered,
+            "ended tasks left executing by this node's previous run"
+        );
     }
     let worker = tokio::spawn(executor.clone().run());
 
@@ -215,20 +236,30 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
 
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "Ferry {} server listening on {public_url}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        out,
+        "Ferry {} server listening on {public_url}",
+        env!("CARGO_PKG_VERSION")
+    );
     let _ = writeln!(out, "  API:       {public_url}/api");
     let _ = writeln!(out, "  Node:      {node}");
     let _ = writeln!(out, "  Data:      {}", data_dir.display());
     let _ = writeln!(out, "  Database:  {}", ferry_store::redact_url(&url));
     if let Some((password, key)) = &boot.admin_created {
-        let _ = writeln!(out, "First start: created the user 'admin' (shown once, store them now):");
+        let _ = writeln!(
+            out,
+            "First start: created the user 'admin' (shown once, store them now):"
+        );
         let _ = writeln!(out, "  Admin password: {}", password.expose());
         match key {
             Some(k) => {
                 let _ = writeln!(out, "  Admin API key:  {}", k.expose());
             }
             None => {
-                let _ = writeln!(out, "  Admin API key:  the one given in FERRY_ADMIN_API_KEY");
+                let _ = writeln!(
+                    out,
+                    "  Admin API key:  the one given in FERRY_ADMIN_API_KEY"
+                );
             }
         }
     }

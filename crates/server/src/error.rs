@@ -32,12 +32,12 @@ impl ApiError {
         }
     }
 
+    /// 404 whose message names what was not found.
     pub fn not_found(what: impl Into<String>) -> Self {
-        let what = what.into();
         ApiError {
             status: StatusCode::NOT_FOUND,
-            message: format!("The resource you requested was not found. {what}"),
-            errors: vec![what],
+            message: what.into(),
+            errors: Vec::new(),
         }
     }
 

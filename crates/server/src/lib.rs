@@ -122,7 +122,37 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            declared_length_limit,
+        ))
         .with_state(state)
+}
+
+/// Refuses a body whose declared length is over the limit before reading any of it (the
+/// extractors also stop reading at the limit when no length is declared).
+async fn declared_length_limit(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > st.config.max_body_bytes as u64) {
+        return ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "The request body is larger than the server accepts ({} bytes at most).",
+                st.config.max_body_bytes
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.

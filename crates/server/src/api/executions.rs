@@ -56,7 +56,7 @@ pub async fn create_release_v1(
     )
     .await?;
     Ok(
-        json!({"ReleaseId": r.id, "ReleaseVersion": r.version, "AutomaticallyDeployedEnvironments": ""}),
+        json!({"ReleaseId": r.id, "ReleaseVersion": r.version, "AutomaticallyDeployedEnvironments": []}),
     )
 }
 

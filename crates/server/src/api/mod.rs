@@ -214,7 +214,14 @@ pub fn require_name(name: &str, what: &str, max: usize) -> ApiResult<String> {
 pub fn name_conflict(e: ferry_store::StoreError, what: &str, name: &str) -> ApiError {
     match e {
         ferry_store::StoreError::Conflict => {
-            ApiError::conflict(format!("A {what} with the name '{name}' already exists"))
+            let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "An"
+            } else {
+                "A"
+            };
+            ApiError::conflict(format!(
+                "{article} {what} with the name '{name}' already exists"
+            ))
         }
         other => other.into(),
     }

@@ -278,25 +278,47 @@ pub fn raw_text(t: &TaskRow, activities: &[ActivityRow], lines: &[LogRow]) -> St
             "                    | {pad}== {}: {} ==\n",
             a.status, a.name
         ));
+        // Lines and child activities interleaved in time order.
+        enum Item<'a> {
+            Line(&'a LogRow),
+            Child(&'a ActivityRow),
+        }
+        let mut items: Vec<(i64, u8, i64, Item)> = Vec::new();
         if let Some(ls) = by.get(a.activity_id.as_str()) {
             for l in ls {
-                let time = format_ms(l.occurred_at);
-                let hms = time.get(11..19).unwrap_or("");
-                for (i, part) in l.message.split('\n').enumerate() {
-                    if i == 0 {
-                        out.push_str(&format!("{hms}   {:<9}| {pad}  {part}\n", l.category));
-                    } else {
-                        out.push_str(&format!("                    | {pad}  {part}\n"));
-                    }
-                }
+                items.push((l.occurred_at, 0, l.id, Item::Line(l)));
             }
         }
         for c in all
             .iter()
             .filter(|c| c.parent_id.as_deref() == Some(a.activity_id.as_str()))
         {
-            out.push_str(&format!("                    | {pad}\n"));
-            walk(c, depth + 1, all, by, out);
+            items.push((
+                c.started.unwrap_or(i64::MAX),
+                1,
+                c.sort_order,
+                Item::Child(c),
+            ));
+        }
+        items.sort_by_key(|(t, k, n, _)| (*t, *k, *n));
+        for (_, _, _, item) in items {
+            match item {
+                Item::Line(l) => {
+                    let time = format_ms(l.occurred_at);
+                    let hms = time.get(11..19).unwrap_or("");
+                    for (i, part) in l.message.split('\n').enumerate() {
+                        if i == 0 {
+                            out.push_str(&format!("{hms}   {:<9}| {pad}  {part}\n", l.category));
+                        } else {
+                            out.push_str(&format!("                    | {pad}  {part}\n"));
+                        }
+                    }
+                }
+                Item::Child(c) => {
+                    out.push_str(&format!("                    | {pad}\n"));
+                    walk(c, depth + 1, all, by, out);
+                }
+            }
         }
     }
     for a in activities.iter().filter(|a| a.parent_id.is_none()) {

@@ -1,0 +1,197 @@
+//! The CLI through the real binary: the README's tours run exactly as written, and the exit
+//! codes scripts rely on.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::harness::{Server, ferry_bin};
+
+fn readme() -> String {
+    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+        .unwrap()
+}
+
+/// The shell code of the README between `<!-- tour:NAME:start -->` and `<!-- …:end -->`.
+fn tour(name: &str) -> String {
+    let text = readme();
+    let start = format!("<!-- tour:{name}:start -->");
+    let end = format!("<!-- tour:{name}:end -->");
+    let a = text
+        .find(&start)
+        .unwrap_or_else(|| panic!("README has no {start}"))
+        + start.len();
+    let b = text[a..].find(&end).unwrap() + a;
+    text[a..b]
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("```"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(ferry_bin()).parent().unwrap().to_path_buf()
+}
+
+fn run_shell(s: &Server, script: &str) -> Output {
+    let path = format!(
+        "{}:{}",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(script)
+        .env("PATH", path)
+        .env("FERRY_URL", &s.url)
+        .env("FERRY_API_KEY", &s.api_key)
+        .env_remove("FERRY_SPACE")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test]
+async fn readme_tours_work_as_written() {
+    let s = Server::start();
+    let cli = run_shell(&s, &tour("cli"));
+    let out = text(&cli);
+    assert!(cli.status.success(), "CLI tour failed:\n{out}");
+    assert!(out.contains("Hello from"), "{out}");
+    assert!(out.contains("ServerTasks-1"), "{out}");
+    let t = s.get("/api/tasks/ServerTasks-2").await;
+    assert_eq!(t["State"], "Success");
+    assert!(t["Description"].as_str().unwrap().contains("to Test"));
+
+    let curl = run_shell(&s, &tour("curl"));
+    let out = text(&curl);
+    assert!(curl.status.success(), "curl tour failed:\n{out}");
+    assert!(out.contains("\"State\":\"Success\""), "{out}");
+    assert!(out.contains("hello from curl"), "{out}");
+}
+
+fn ferry(s: &Server, args: &[&str]) -> Output {
+    Command::new(ferry_bin())
+        .args(args)
+        .env("FERRY_URL", &s.url)
+        .env("FERRY_API_KEY", &s.api_key)
+        .env_remove("FERRY_SPACE")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn exit_codes_and_errors() {
+    let s = Server::start();
+    assert!(
+        ferry(&s, &["environment", "create", "Development"])
+            .status
+            .success()
+    );
+    assert!(ferry(&s, &["project", "create", "Broken"]).status.success());
+    assert!(
+        ferry(
+            &s,
+            &[
+                "process",
+                "add-script",
+                "--project",
+                "Broken",
+                "--name",
+                "Fail",
+                "--script",
+                "echo about to fail; exit 7"
+            ]
+        )
+        .status
+        .success()
+    );
+    assert!(
+        ferry(
+            &s,
+            &[
+                "release",
+                "create",
+                "--project",
+                "Broken",
+                "--version",
+                "1.0.0"
+            ]
+        )
+        .status
+        .success()
+    );
+    // A failed deployment with --wait exits 3 and shows the log.
+    let o = ferry(
+        &s,
+        &[
+            "release",
+            "deploy",
+            "--project",
+            "Broken",
+            "--version",
+            "1.0.0",
+            "--environment",
+            "Development",
+            "--wait",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("about to fail"));
+    // The API's refusal is shown as it came, exit 1.
+    let o = ferry(
+        &s,
+        &[
+            "release",
+            "create",
+            "--project",
+            "Broken",
+            "--version",
+            "1.0.0",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already exists"),
+        "{}",
+        text(&o)
+    );
+    let o = ferry(&s, &["project", "create", "Broken"]);
+    assert_eq!(o.status.code(), Some(1));
+    // JSON output is the API's JSON.
+    let o = ferry(&s, &["--output", "json", "environment", "list"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["Name"], "Development");
+    // No key: 1 with the server's message; unreachable server: 4.
+    let o = Command::new(ferry_bin())
+        .args(["project", "list"])
+        .env("FERRY_URL", &s.url)
+        .env_remove("FERRY_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = Command::new(ferry_bin())
+        .args([
+            "project",
+            "list",
+            "--server",
+            "http://127.0.0.1:9",
+            "--api-key",
+            "API-XXXXXXXXXXXXXXXXXXXXXXXXXX",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    // Usage errors: 2.
+    let o = ferry(&s, &["release", "deploy", "--project", "Broken"]);
+    assert_eq!(o.status.code(), Some(2));
+}

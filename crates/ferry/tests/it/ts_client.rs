@@ -1,0 +1,80 @@
+//! Compatibility with the official TypeScript client (`@octopusdeploy/api-client`, installed
+//! from npm into tests/ts-client by the test command): connect, resolve the space, look up the
+//! project and environment, create a release, deploy it, wait with the client's task waiter,
+//! read the log, check the error contract; and cancel through the client.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::harness::{Server, skip_or_fail};
+
+fn driver_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/ts-client")
+}
+
+fn ready() -> bool {
+    if Command::new("node").arg("--version").output().is_err() {
+        return !skip_or_fail("ts_client", "node is not installed");
+    }
+    if !driver_dir()
+        .join("node_modules/@octopusdeploy/api-client")
+        .exists()
+    {
+        return !skip_or_fail(
+            "ts_client",
+            "tests/ts-client/node_modules is missing; run `npm ci --prefix tests/ts-client`",
+        );
+    }
+    true
+}
+
+fn run_flow(s: &Server, flow: &str, version: &str) -> (bool, String, Value) {
+    let out = Command::new("node")
+        .arg(driver_dir().join("flow.mjs"))
+        .env("FERRY_URL", &s.url)
+        .env("FERRY_API_KEY", &s.api_key)
+        .env("FERRY_SPACE", "Default")
+        .env("FERRY_PROJECT", "Hello World")
+        .env("FERRY_ENVIRONMENT", "Development")
+        .env("FERRY_RELEASE_VERSION", version)
+        .env("FERRY_FLOW", flow)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = format!(
+        "{stdout}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or(Value::Null);
+    (out.status.success(), text, result)
+}
+
+#[tokio::test]
+async fn official_typescript_client_deploys_and_cancels() {
+    if !ready() {
+        return;
+    }
+    let s = Server::start();
+    s.create_environment("Development").await;
+    s.create_project("Hello World").await;
+    s.set_scripts(
+        "Hello World",
+        &[("Say hello", "echo hello from the ts client test\nsleep 1")],
+    )
+    .await;
+
+    let (ok, text, result) = run_flow(&s, "deploy", "1.0.0");
+    assert!(ok, "deploy flow failed:\n{text}");
+    assert_eq!(result["taskState"], "Success", "{text}");
+    assert!(text.contains("hello from the ts client test"), "{text}");
+
+    s.set_scripts("Hello World", &[("Wait", "sleep 30")]).await;
+    let (ok, text, _) = run_flow(&s, "cancel", "2.0.0");
+    assert!(ok, "cancel flow failed:\n{text}");
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command: installs the official TypeScript client used by the compatibility tests
+# (from npm, pinned by tests/ts-client/package-lock.json), then runs every test.
+# Suites that need PostgreSQL or Node.js say they were skipped when those are missing locally;
+# under CI=true a missing system binary fails the run instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if command -v npm >/dev/null 2>&1; then
+  if [ ! -d tests/ts-client/node_modules/@octopusdeploy/api-client ]; then
+    npm ci --prefix tests/ts-client --no-audit --no-fund --loglevel=error
+  fi
+fi
+cargo test --locked --workspace "$@"
