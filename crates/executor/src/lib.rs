@@ -286,7 +286,16 @@ impl Executor {
         if task.cancel_requested != 0 {
             stop_with(&cancel, &reason, StopReason::Canceled);
         }
+        let expired = task.queue_time_expiry.is_some_and(|e| e < now_ms());
         let outcome = match task.name.as_str() {
+            _ if expired => deploy::Outcome {
+                state: TaskState::TimedOut,
+                error: Some(format!(
+                    "The task did not start before its expiry time ({}), so it was not run",
+                    ferry_domain::time::format_ms(task.queue_time_expiry.unwrap_or_default())
+                )),
+                has_warnings: true,
+            },
             "Deploy" => deploy::run(self, task, cancel.clone()).await,
             other => deploy::Outcome::failed(format!("Ferry cannot run tasks of type '{other}'")),
         };
@@ -330,6 +339,7 @@ impl Executor {
         let category = match (task.deployment_id.is_some(), state) {
             (true, TaskState::Success) => "DeploymentSucceeded",
             (true, TaskState::Canceled) => "TaskCanceled",
+            (_, TaskState::TimedOut) => "TaskTimedOut",
             (true, _) => "DeploymentFailed",
             (false, TaskState::Success) => "TaskSucceeded",
             (false, TaskState::Canceled) => "TaskCanceled",

@@ -178,29 +178,33 @@ pub async fn run(db: &Db, admin_api_key: Option<&Secret>) -> Result<Bootstrap, S
             let password = ferry_crypto::generate_password();
             let hash = ferry_crypto::hash_password(password.expose())
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let seq = tx.next_seq("Users").await?;
-            let id = format!("Users-{seq}");
-            tx.insert_user(&UserRow {
-                id: id.clone(),
-                username: "admin".to_string(),
-                username_key: "admin".to_string(),
-                display_name: "Administrator".to_string(),
-                email: String::new(),
-                password_hash: Some(hash),
-                is_service: 0,
-                is_active: 1,
-                created_at: now_ms(),
-            })
-            .await?;
-            let generated = if admin_api_key.is_none() {
-                let key = ferry_crypto::generate_api_key();
-                insert_key(&mut tx, &id, key.expose(), "Generated at first start").await?;
-                Some(key)
-            } else {
-                None
-            };
-            match tx.commit().await {
-                Ok(()) => {
+            let generated = admin_api_key.is_none().then(ferry_crypto::generate_api_key);
+            // On PostgreSQL a node that loses the race sees the unique-key conflict on the
+            // INSERT, not at commit; either way the other node's admin is the one to use.
+            let created: Result<String, StoreError> = async {
+                let seq = tx.next_seq("Users").await?;
+                let id = format!("Users-{seq}");
+                tx.insert_user(&UserRow {
+                    id: id.clone(),
+                    username: "admin".to_string(),
+                    username_key: "admin".to_string(),
+                    display_name: "Administrator".to_string(),
+                    email: String::new(),
+                    password_hash: Some(hash),
+                    is_service: 0,
+                    is_active: 1,
+                    created_at: now_ms(),
+                })
+                .await?;
+                if let Some(key) = &generated {
+                    insert_key(&mut tx, &id, key.expose(), "Generated at first start").await?;
+                }
+                tx.commit().await?;
+                Ok(id)
+            }
+            .await;
+            match created {
+                Ok(id) => {
                     out.admin_created = Some((password, generated));
                     id
                 }
@@ -218,8 +222,12 @@ pub async fn run(db: &Db, admin_api_key: Option<&Secret>) -> Result<Bootstrap, S
         let hash = ferry_crypto::hash_api_key(key.expose());
         if db.find_api_key(&hash).await?.is_none() {
             let mut tx = db.begin().await?;
-            insert_key(&mut tx, &admin_id, key.expose(), "FERRY_ADMIN_API_KEY").await?;
-            match tx.commit().await {
+            let inserted =
+                match insert_key(&mut tx, &admin_id, key.expose(), "FERRY_ADMIN_API_KEY").await {
+                    Ok(()) => tx.commit().await,
+                    Err(e) => Err(e),
+                };
+            match inserted {
                 Ok(()) | Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e),
             }

@@ -570,9 +570,15 @@ async fn deployments_succeed_fail_and_follow_the_lifecycle() {
         .map(|c| c["Status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, vec!["Success", "Failed", "Skipped", "Success"]);
-    assert_eq!(
-        steps[0]["Children"][0]["LogElements"][0]["Category"],
-        "Info"
+    let elements = steps[0]["Children"][0]["LogElements"].as_array().unwrap();
+    assert!(
+        elements.iter().any(|e| e["Category"] == "Info"
+            && e["MessageText"].as_str().unwrap().starts_with("hello from"))
+    );
+    assert!(
+        elements
+            .iter()
+            .any(|e| e["Category"] == "Error" && e["MessageText"] == "to-stderr")
     );
     // A failed deployment does not complete the phase: Test is still refused.
     let (st, _) = s

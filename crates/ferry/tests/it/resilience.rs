@@ -232,3 +232,60 @@ async fn unknown_database_scheme_is_refused_clearly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("FERRY_ADMIN_API_KEY"));
 }
+
+#[tokio::test]
+async fn a_scheduled_deployment_starts_on_time_or_times_out() {
+    let s = Server::start();
+    s.create_environment("Development").await;
+    s.create_project("Timed").await;
+    s.set_scripts("Timed", &[("Hi", "echo on-time")]).await;
+    s.create_release("Timed", "1.0.0").await;
+    let now = chrono::Utc::now();
+    let run_at = (now + chrono::Duration::seconds(2)).to_rfc3339();
+    let v = s
+        .post(
+            "/api/Spaces-1/deployments/create/untenanted/v1",
+            json!({"ProjectName": "Timed", "ReleaseVersion": "1.0.0", "EnvironmentNames": ["Development"], "RunAt": run_at}),
+        )
+        .await;
+    let id = v["DeploymentServerTasks"][0]["ServerTaskId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.get(&format!("/api/tasks/{id}")).await["State"], "Queued");
+    let t = s.wait_task(&id, Duration::from_secs(15)).await;
+    assert_eq!(t["State"], "Success");
+    let started = chrono::DateTime::parse_from_rfc3339(t["StartTime"].as_str().unwrap()).unwrap();
+    assert!(
+        started >= now + chrono::Duration::seconds(2) - chrono::Duration::milliseconds(50),
+        "started early: {started}"
+    );
+    // A RunAt/NoRunAfter window that is over before the task can start ends TimedOut.
+    let (st, body) = s
+        .request(
+            "POST",
+            "/api/Spaces-1/deployments/create/untenanted/v1",
+            Some(json!({"ProjectName": "Timed", "ReleaseVersion": "1.0.0", "EnvironmentNames": ["Development"],
+                "RunAt": "2030-01-01T00:00:00Z", "NoRunAfter": "2029-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(st, reqwest::StatusCode::BAD_REQUEST, "{body}");
+    let v = s
+        .post(
+            "/api/Spaces-1/deployments/create/untenanted/v1",
+            json!({"ProjectName": "Timed", "ReleaseVersion": "1.0.0", "EnvironmentNames": ["Development"],
+                "RunAt": "2020-01-01T00:00:00Z", "NoRunAfter": "2020-01-01T01:00:00+00:00"}),
+        )
+        .await;
+    let id = v["DeploymentServerTasks"][0]["ServerTaskId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = s.wait_task(&id, Duration::from_secs(15)).await;
+    assert_eq!(t["State"], "TimedOut");
+    assert!(
+        t["ErrorMessage"].as_str().unwrap().contains("expiry"),
+        "{t}"
+    );
+}
