@@ -178,3 +178,78 @@ mod tests {
         assert!(!verify_password("x", "not-a-hash"));
     }
 }
+
+/// The prefix of a sealed value: format version 1 (XChaCha20-Poly1305 under the master key).
+const SEALED_PREFIX: &str = "FERRY1:";
+
+/// Sealing failures. The message never contains the value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SealError {
+    #[error("the sealed value is not in Ferry's format")]
+    Format,
+    #[error("the sealed value cannot be opened with this master key or does not belong here")]
+    Open,
+}
+
+/// Seals `plaintext` under the master key, bound to `aad` (what the value belongs to, e.g. a
+/// variable's owner and id): a sealed value copied to another row does not open.
+pub fn seal(key: &MasterKey, aad: &[u8], plaintext: &str) -> String {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+    let cipher = XChaCha20Poly1305::new((&key.0).into());
+    let mut nonce = [0u8; 24];
+    rand::rng().fill(&mut nonce);
+    let ct = cipher
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext.as_bytes(), aad })
+        .unwrap_or_default();
+    let mut blob = Vec::with_capacity(24 + ct.len());
+    blob.extend_from_slice(&nonce);
+    blob.extend_from_slice(&ct);
+    format!("{SEALED_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(blob))
+}
+
+/// Opens a value sealed by `seal` with the same key and `aad`.
+pub fn open(key: &MasterKey, aad: &[u8], sealed: &str) -> Result<String, SealError> {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+    let b64 = sealed.strip_prefix(SEALED_PREFIX).ok_or(SealError::Format)?;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| SealError::Format)?;
+    if blob.len() < 24 + 16 {
+        return Err(SealError::Format);
+    }
+    let (nonce, ct) = blob.split_at(24);
+    let cipher = XChaCha20Poly1305::new((&key.0).into());
+    let pt = cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+        .map_err(|_| SealError::Open)?;
+    String::from_utf8(pt).map_err(|_| SealError::Open)
+}
+
+/// The binding of a sensitive variable value: its variable set's owner (project or library
+/// set) and the variable's id, so release snapshots (same owner and id) open it and nothing
+/// else does.
+pub fn variable_aad(owner_id: &str, variable_id: &str) -> Vec<u8> {
+    format!("ferry/variable/{owner_id}/{variable_id}").into_bytes()
+}
+
+#[cfg(test)]
+mod seal_tests {
+    use super::*;
+
+    #[test]
+    fn seal_round_trip_and_binding() {
+        let k = MasterKey::generate();
+        let aad = variable_aad("Projects-1", "v1");
+        let s = seal(&k, &aad, "p@ss word ü");
+        assert!(s.starts_with("FERRY1:"));
+        assert!(!s.contains("p@ss"));
+        assert_eq!(open(&k, &aad, &s).as_deref(), Ok("p@ss word ü"));
+        assert_eq!(open(&k, &variable_aad("Projects-2", "v1"), &s), Err(SealError::Open));
+        assert_eq!(open(&MasterKey::generate(), &aad, &s), Err(SealError::Open));
+        assert_eq!(open(&k, &aad, "FERRY1:!!"), Err(SealError::Format));
+        assert_eq!(open(&k, &aad, "plain"), Err(SealError::Format));
+        assert_ne!(seal(&k, &aad, "x"), seal(&k, &aad, "x"), "fresh nonce each time");
+    }
+}

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod task;
 pub mod time;
+pub mod variables;
 pub mod version;
 
 pub use model::*;

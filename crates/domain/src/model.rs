@@ -387,8 +387,22 @@ pub struct VariableScope {
     pub machine: Vec<String>,
     pub action: Vec<String>,
     pub channel: Vec<String>,
+    pub tenant: Vec<String>,
     pub tenant_tag: Vec<String>,
     pub process_owner: Vec<String>,
+}
+
+impl VariableScope {
+    pub fn is_empty(&self) -> bool {
+        self.environment.is_empty()
+            && self.role.is_empty()
+            && self.machine.is_empty()
+            && self.action.is_empty()
+            && self.channel.is_empty()
+            && self.tenant.is_empty()
+            && self.tenant_tag.is_empty()
+            && self.process_owner.is_empty()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -404,6 +418,9 @@ pub struct Variable {
     pub is_editable: bool,
     pub prompt: Option<Value>,
     pub scope: VariableScope,
+    /// A sensitive value sealed with the master key (stored only; never shown by the API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed_value: Option<String>,
 }
 
 impl Default for Variable {
@@ -418,6 +435,7 @@ impl Default for Variable {
             is_editable: true,
             prompt: None,
             scope: VariableScope::default(),
+            sealed_value: None,
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct ExecutorConfig {
     pub work_dir: PathBuf,
     /// The server's public URL (for `Octopus.Web.ServerUri`).
     pub server_uri: String,
+    /// Opens sensitive values for the scripts that use them.
+    pub master_key: Arc<ferry_crypto::MasterKey>,
 }
 
 /// Why a running task was asked to stop.

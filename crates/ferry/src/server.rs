@@ -209,6 +209,7 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
             lease: Duration::from_secs(args.task_lease_seconds.max(2)),
             work_dir: data_dir.join("work"),
             server_uri: public_url.clone(),
+            master_key: Arc::new(key.clone()),
         },
     );
     let recovered = executor
@@ -231,6 +232,7 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
             max_body_bytes: 20 * 1024 * 1024,
         }),
         installation_id: Arc::from(boot.installation_id.as_str()),
+        master_key: Arc::new(key.clone()),
         metrics: Arc::default(),
         routes: Arc::new(ferry_server::routes::table()),
     };

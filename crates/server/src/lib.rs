@@ -45,6 +45,8 @@ pub struct AppState {
     pub executor: Arc<Executor>,
     pub config: Arc<ServerConfig>,
     pub installation_id: Arc<str>,
+    /// Seals and opens sensitive values.
+    pub master_key: Arc<ferry_crypto::MasterKey>,
     pub metrics: Arc<metrics::Metrics>,
     pub routes: Arc<routes::RouteTable>,
 }
