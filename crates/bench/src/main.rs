@@ -1,1 +1,127 @@
-fn main() {}
+//! `ferry-bench`: measurements of a release build of Ferry on the machine it runs on.
+//!
+//! `ferry-bench foundation [--ferry PATH] [--runs N] [--deployments N] [--json]` starts real
+//! `ferry server` processes in temporary directories, measures start-up, memory and the
+//! orchestration overhead of a 20-step deployment, and prints a table (or JSON). See
+//! `docs/PERFORMANCE.md` for the figures and how to read them.
+
+mod foundation;
+mod procfs;
+mod report;
+mod server;
+mod timefmt;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+const USAGE: &str = "\
+usage: ferry-bench foundation [--ferry PATH] [--runs N] [--deployments N] [--json]
+
+  --ferry PATH       the ferry binary (default: ferry next to this binary)
+  --runs N           cold starts of each kind, new and existing data directory (default 10)
+  --deployments N    measured 20-step deployments, after one warm-up (default 5)
+  --json             print the results as JSON instead of a table";
+
+struct Args {
+    options: foundation::Options,
+    json: bool,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<Args>> {
+    match args.next().as_deref() {
+        Some("foundation") => {}
+        Some("-h" | "--help") | None => return Ok(None),
+        Some(other) => bail!("unknown benchmark '{other}'\n{USAGE}"),
+    }
+    let mut ferry = None;
+    let mut runs = 10;
+    let mut deployments = 5;
+    let mut json = false;
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .with_context(|| format!("{name} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--ferry" => ferry = Some(PathBuf::from(value("--ferry")?)),
+            "--runs" => runs = positive(&value("--runs")?, "--runs")?,
+            "--deployments" => deployments = positive(&value("--deployments")?, "--deployments")?,
+            "--json" => json = true,
+            "-h" | "--help" => return Ok(None),
+            other => bail!("unknown option '{other}'\n{USAGE}"),
+        }
+    }
+    let ferry = match ferry {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .context("cannot tell where this binary is; pass --ferry PATH")?
+            .with_file_name("ferry"),
+    };
+    Ok(Some(Args {
+        options: foundation::Options {
+            ferry,
+            runs,
+            deployments,
+        },
+        json,
+    }))
+}
+
+fn positive(text: &str, name: &str) -> anyhow::Result<usize> {
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => bail!("{name} must be a whole number of at least 1, not '{text}'"),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let Some(args) = parse_args(std::env::args().skip(1))? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    let began = Instant::now();
+    let progress = |message: &str| eprintln!("[{:5.1} s] {message}", began.elapsed().as_secs_f64());
+    let results = foundation::run(&args.options, &progress).await?;
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let date = timefmt::today_utc();
+    let cpu = procfs::cpu_model();
+    let kernel = procfs::kernel();
+    if args.json {
+        let document = json!({
+            "benchmark": "foundation",
+            "date": date,
+            "ferry_version": results.ferry_version,
+            "ferry": args.options.ferry.display().to_string(),
+            "machine": { "cpus": cpus, "cpu_model": cpu, "kernel": kernel },
+            "runs": args.options.runs,
+            "deployments": args.options.deployments,
+            "steps": foundation::STEPS,
+            "metrics": report::json_rows(&results.metrics),
+            "samples": results.samples,
+            "elapsed_s": began.elapsed().as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        println!(
+            "Ferry {} foundation benchmark, {date}, {cpus} CPUs ({cpu}), Linux {kernel}",
+            results.ferry_version
+        );
+        println!("{}", report::table(&results.metrics));
+        println!("(took {:.0} s)", began.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
