@@ -10,6 +10,7 @@ mod procfs;
 mod report;
 mod server;
 mod timefmt;
+mod variables;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -19,6 +20,7 @@ use serde_json::json;
 
 const USAGE: &str = "\
 usage: ferry-bench foundation [--ferry PATH] [--runs N] [--deployments N] [--json]
+       ferry-bench variables [--runs N]
 
   --ferry PATH       the ferry binary (default: ferry next to this binary)
   --runs N           cold starts of each kind, new and existing data directory (default 10)
@@ -89,7 +91,23 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let Some(args) = parse_args(std::env::args().skip(1))? else {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("variables") {
+        let runs = match argv.iter().position(|a| a == "--runs") {
+            Some(i) => positive(argv.get(i + 1).map(String::as_str).unwrap_or(""), "--runs")?,
+            None => 5,
+        };
+        let metrics = variables::run(runs);
+        println!(
+            "Ferry variables benchmark, {}, {} ({} CPUs), release build: medians of {runs} runs",
+            timefmt::today_utc(),
+            procfs::cpu_model(),
+            std::thread::available_parallelism().map_or(0, usize::from)
+        );
+        println!("{}", report::table(&metrics));
+        return Ok(());
+    }
+    let Some(args) = parse_args(argv.into_iter())? else {
         println!("{USAGE}");
         return Ok(());
     };
