@@ -499,6 +499,9 @@ pub struct Deployment {
     pub queue_time_expiry: Option<String>,
     pub comments: String,
     pub form_values: BTreeMap<String, String>,
+    /// Prompted values of sensitive variables, sealed (name → sealed value); never rendered.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sealed_form_values: BTreeMap<String, String>,
     pub skip_actions: Vec<String>,
     pub specific_machine_ids: Vec<String>,
     pub excluded_machine_ids: Vec<String>,

@@ -3,9 +3,10 @@
 //! the hierarchical log (task → step → target → lines).
 
 use ferry_domain::task::{ActivityStatus, LogCategory, TaskState};
+use ferry_domain::variables::ScopeContext;
 use ferry_domain::{
-    Deployment, DeploymentAction, DeploymentProcess, DeploymentStep, Environment, Project, Release,
-    prop_is_true,
+    Channel, Deployment, DeploymentAction, DeploymentProcess, DeploymentStep, Environment, Project,
+    Release, Space, VariableSet, prop_is_true,
 };
 use ferry_store::TaskRow;
 use serde::de::DeserializeOwned;
@@ -13,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Executor;
 use crate::log::{Activity, Masker, TaskLogger};
+use crate::service_message::{OutputEvent, OutputInterpreter, ServiceMessage};
 use crate::target::{ScriptOutcome, ScriptOutput, ScriptRequest, Stream, Syntax, Target};
+use crate::variables::{Dictionary, OpenedSet, open_set, resolve, sensitive_values};
 
 /// What a task run produced.
 pub(crate) struct Outcome {
@@ -48,6 +51,12 @@ struct Context {
     process: DeploymentProcess,
     environment: Environment,
     project: Project,
+    channel: Option<Channel>,
+    space: Option<Space>,
+    /// The release's variable snapshots (project first, then library sets), values opened.
+    sets: Vec<OpenedSet>,
+    /// Prompted values given when the deployment was created (name → value).
+    prompted: Vec<(String, String, bool)>,
 }
 
 async fn load_context(ex: &Executor, task: &TaskRow) -> Result<Context, String> {
@@ -65,17 +74,140 @@ async fn load_context(ex: &Executor, task: &TaskRow) -> Result<Context, String> 
     .await?;
     let environment: Environment = load(ex, &deployment.environment_id, "environment").await?;
     let project: Project = load(ex, &deployment.project_id, "project").await?;
+    let channel: Option<Channel> = load(ex, &release.channel_id, "channel").await.ok();
+    let space: Option<Space> = load(ex, &release.space_id, "space").await.ok();
+    let mut sets = Vec::new();
+    let project_vars: VariableSet = load(
+        ex,
+        &release.project_variable_set_snapshot_id,
+        "variable snapshot",
+    )
+    .await?;
+    sets.push(open_set(&ex.cfg.master_key, &project_vars, "project")?);
+    for id in &release.library_variable_set_snapshot_ids {
+        let lib: VariableSet = load(ex, id, "library variable set snapshot").await?;
+        let label = match ex.db.get_doc(&lib.owner_id).await {
+            Ok(Some(d)) => d.name,
+            _ => lib.owner_id.clone(),
+        };
+        sets.push(open_set(
+            &ex.cfg.master_key,
+            &lib,
+            &format!("library variable set '{label}'"),
+        )?);
+    }
+    let prompted = prompted_values(ex, &deployment);
     Ok(Context {
         deployment,
         release,
         process,
         environment,
         project,
+        channel,
+        space,
+        sets,
+        prompted,
     })
 }
 
+/// Prompted values of the deployment: clear ones from `FormValues`, sensitive ones sealed.
+fn prompted_values(ex: &Executor, d: &Deployment) -> Vec<(String, String, bool)> {
+    let mut out: Vec<(String, String, bool)> = d
+        .form_values
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone(), false))
+        .collect();
+    for (k, sealed) in &d.sealed_form_values {
+        let aad = ferry_crypto::variable_aad(&d.id, k);
+        if let Ok(v) = ferry_crypto::open(&ex.cfg.master_key, &aad, sealed) {
+            out.push((k.clone(), v, true));
+        }
+    }
+    out
+}
+
+/// The variables every step of this deployment sees.
+fn deployment_variables(ex: &Executor, task: &TaskRow, ctx: &Context) -> Dictionary {
+    let mut d = Dictionary::default();
+    let r = &ctx.release;
+    let dep = &ctx.deployment;
+    let web = ex.cfg.server_uri.trim_end_matches('/').to_string();
+    let space_id = r.space_id.clone();
+    d.set("Octopus.Release.Number", r.version.clone());
+    d.set("Octopus.Release.Id", r.id.clone());
+    d.set(
+        "Octopus.Release.Notes",
+        r.release_notes.clone().unwrap_or_default(),
+    );
+    d.set("Octopus.Release.Created", r.assembled.clone());
+    d.set("Octopus.Release.Channel.Id", r.channel_id.clone());
+    if let Some(c) = &ctx.channel {
+        d.set("Octopus.Release.Channel.Name", c.name.clone());
+    }
+    for (k, v) in &r.custom_fields {
+        d.set(&format!("Octopus.Release.CustomFields[{k}]"), v.clone());
+    }
+    d.set("Octopus.Deployment.Id", dep.id.clone());
+    d.set("Octopus.Deployment.Name", dep.name.clone());
+    d.set("Octopus.Deployment.Comments", dep.comments.clone());
+    d.set("Octopus.Deployment.Created", dep.created.clone());
+    d.set(
+        "Octopus.Deployment.CreatedBy.Username",
+        dep.deployed_by.clone(),
+    );
+    d.set(
+        "Octopus.Deployment.CreatedBy.Id",
+        dep.deployed_by_id.clone(),
+    );
+    d.set(
+        "Octopus.Deployment.CreatedBy.DisplayName",
+        dep.deployed_by.clone(),
+    );
+    d.set(
+        "Octopus.Deployment.ForcePackageDownload",
+        if dep.force_package_download {
+            "True"
+        } else {
+            "False"
+        },
+    );
+    if let Some(t) = &dep.tenant_id {
+        d.set("Octopus.Deployment.Tenant.Id", t.clone());
+    }
+    d.set("Octopus.Environment.Name", ctx.environment.name.clone());
+    d.set("Octopus.Environment.Id", ctx.environment.id.clone());
+    d.set(
+        "Octopus.Environment.SortOrder",
+        ctx.environment.sort_order.to_string(),
+    );
+    d.set("Octopus.Project.Name", ctx.project.name.clone());
+    d.set("Octopus.Project.Id", ctx.project.id.clone());
+    d.set("Octopus.Project.Slug", ctx.project.slug.clone());
+    d.set("Octopus.Space.Id", space_id.clone());
+    if let Some(s) = &ctx.space {
+        d.set("Octopus.Space.Name", s.name.clone());
+    }
+    d.set("Octopus.Task.Id", task.id.clone());
+    d.set("Octopus.Task.Name", task.description.clone());
+    d.set("Octopus.Web.ServerUri", web.clone());
+    d.set("Octopus.Web.BaseUrl", web.clone());
+    d.set(
+        "Octopus.Web.ProjectLink",
+        format!("/app#/{space_id}/projects/{}", ctx.project.slug),
+    );
+    d.set(
+        "Octopus.Web.ReleaseLink",
+        format!("/app#/{space_id}/releases/{}", r.id),
+    );
+    d.set(
+        "Octopus.Web.DeploymentLink",
+        format!("/app#/{space_id}/deployments/{}", dep.id),
+    );
+    d
+}
+
 pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken) -> Outcome {
-    let logger = TaskLogger::start(ex.db.clone(), &task.id, Masker::default());
+    let mut logger = TaskLogger::start(ex.db.clone(), &task.id, Masker::default());
     let root = logger.open(None, &task.description);
     let ctx = match load_context(ex, task).await {
         Ok(c) => c,
@@ -86,6 +218,12 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
             return Outcome::failed(e);
         }
     };
+    let mut secrets = sensitive_values(&ctx.sets);
+    secrets.extend(ctx.prompted.iter().filter(|p| p.2).map(|p| p.1.clone()));
+    logger.set_masker(Masker::new(secrets.clone()));
+    let base = deployment_variables(ex, task, &ctx);
+    // Output variables and deployment state set by earlier steps.
+    let mut outputs = Dictionary::default();
     logger.info(
         &root,
         &format!(
@@ -110,41 +248,80 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
             continue;
         }
         let run_it = match step.condition.as_str() {
-            "Failure" => failure.is_some(),
-            "Always" => true,
-            _ => failure.is_none(),
+            "Failure" => Ok(failure.is_some()),
+            "Always" => Ok(true),
+            "Variable" => {
+                let expr = step
+                    .properties
+                    .get("Octopus.Step.ConditionVariableExpression")
+                    .cloned()
+                    .unwrap_or_default();
+                let dict = step_dictionary(&ctx, &base, &outputs, step, None, number, 0);
+                ferry_template::evaluate_truthy(&expr, &dict, &template_options()).map_err(|e| {
+                    format!(
+                        "the run condition of step '{}' could not be evaluated: {e}",
+                        step.name
+                    )
+                })
+            }
+            _ => Ok(failure.is_none()),
+        };
+        let run_it = match run_it {
+            Ok(b) => b,
+            Err(e) => {
+                let a = logger.open(Some(&root), &title);
+                logger.error(&a, &e);
+                logger.close(&a, ActivityStatus::Failed);
+                if failure.is_none() {
+                    failure = Some(e);
+                }
+                continue;
+            }
         };
         if !run_it {
             let a = logger.skipped(Some(&root), &title);
             logger.verbose(
                 &a,
-                if failure.is_some() {
-                    "Skipped because a previous step failed"
-                } else {
-                    "Skipped because this step runs only when a previous step failed"
+                match step.condition.as_str() {
+                    "Variable" => "Skipped because the step's run condition is false",
+                    "Failure" => "Skipped because this step runs only when a previous step failed",
+                    _ => "Skipped because a previous step failed",
                 },
             );
             continue;
         }
         let step_act = logger.open(Some(&root), &title);
         let mut step_failed: Option<String> = None;
-        for action in step.actions.iter().filter(|a| !a.is_disabled) {
+        let actions: Vec<&DeploymentAction> =
+            step.actions.iter().filter(|a| !a.is_disabled).collect();
+        for (ai, action) in actions.iter().enumerate() {
             if ctx.deployment.skip_actions.contains(&action.id) {
                 let a = logger.skipped(Some(&step_act), &action.name);
                 logger.verbose(&a, "Skipped because the deployment excludes this step");
                 continue;
             }
-            match run_action(
-                ex, &logger, &step_act, step, action, &ctx, task, number, &cancel,
-            )
-            .await
-            {
-                ActionResult::Ok => {}
-                ActionResult::Canceled => {
+            let child = if step.actions.len() > 1 { ai + 1 } else { 0 };
+            let dict = step_dictionary(&ctx, &base, &outputs, step, Some(action), number, child);
+            let run = ActionRun {
+                ex,
+                logger: &logger,
+                step_act: &step_act,
+                step,
+                action,
+                task,
+                step_number: number,
+                cancel: &cancel,
+            };
+            match run_action(run, &dict).await {
+                (ActionResult::Ok, out) => {
+                    record_outputs(&mut outputs, &mut logger, &mut secrets, action, out)
+                }
+                (ActionResult::Canceled, _) => {
                     canceled = true;
                     break;
                 }
-                ActionResult::Failed(msg) => {
+                (ActionResult::Failed(msg), out) => {
+                    record_outputs(&mut outputs, &mut logger, &mut secrets, action, out);
                     step_failed = Some(msg);
                     break;
                 }
@@ -156,7 +333,10 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
             logger.line(&step_act, LogCategory::Error, &msg);
             logger.close(&step_act, ActivityStatus::Failed);
             if failure.is_none() {
-                failure = Some(format!("Step '{}' failed: {msg}", step.name));
+                let f = format!("Step '{}' failed: {msg}", step.name);
+                outputs.set("Octopus.Deployment.Error", f.clone());
+                outputs.set("Octopus.Deployment.ErrorDetail", msg.clone());
+                failure = Some(f);
             }
         } else {
             logger.close(&step_act, ActivityStatus::Success);
@@ -180,8 +360,122 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
     logger.flush().await;
     Outcome {
         state,
-        error: if canceled { None } else { failure },
+        error: if canceled {
+            None
+        } else {
+            failure.map(|f| logger.masker().mask(&f))
+        },
         has_warnings: logger.has_warnings_or_errors(),
+    }
+}
+
+pub(crate) fn template_options() -> ferry_template::Options {
+    ferry_template::Options::default()
+}
+
+/// The variables one action sees: user variables resolved for its scope, prompted values,
+/// system variables, then output variables of earlier steps.
+fn step_dictionary(
+    ctx: &Context,
+    base: &Dictionary,
+    outputs: &Dictionary,
+    step: &DeploymentStep,
+    action: Option<&DeploymentAction>,
+    number: usize,
+    child: usize,
+) -> Dictionary {
+    let roles = step_roles(step);
+    let scope = ScopeContext {
+        environment: Some(ctx.environment.id.clone()),
+        machine: None,
+        machine_roles: Vec::new(),
+        step_roles: roles.clone(),
+        action: action.map(|a| a.id.clone()),
+        step: Some(step.id.clone()),
+        channel: Some(ctx.release.channel_id.clone()),
+        tenant: ctx.deployment.tenant_id.clone(),
+        tenant_tags: Vec::new(),
+        process_owner: Some(ctx.project.id.clone()),
+    };
+    let mut d = resolve(&ctx.sets, &scope);
+    for (name, value, sensitive) in &ctx.prompted {
+        let sens = *sensitive || d.is_sensitive(name);
+        d.set_with(name, value.clone(), sens);
+    }
+    d.extend(base);
+    d.set("Octopus.Step.Name", step.name.clone());
+    d.set("Octopus.Step.Id", step.id.clone());
+    d.set("Octopus.Step.Number", number.to_string());
+    if let Some(a) = action {
+        d.set("Octopus.Action.Name", a.name.clone());
+        d.set("Octopus.Action.Id", a.id.clone());
+        d.set(
+            "Octopus.Action.Number",
+            if child > 0 {
+                format!("{number}.{child}")
+            } else {
+                number.to_string()
+            },
+        );
+        d.set("Octopus.Action.TargetRoles", roles.join(","));
+        d.set("Octopus.Action.Type", a.action_type.clone());
+    }
+    d.extend(outputs);
+    d
+}
+
+fn step_roles(step: &DeploymentStep) -> Vec<String> {
+    step.properties
+        .get("Octopus.Action.TargetRoles")
+        .map(|r| {
+            r.split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What a script reported back.
+#[derive(Default)]
+pub(crate) struct ActionOutput {
+    /// (name, value, sensitive) from `set_octopusvariable`.
+    pub variables: Vec<(String, String, bool)>,
+    /// The machine the action ran on (for `Output[Machine]`).
+    pub machine: String,
+}
+
+fn record_outputs(
+    outputs: &mut Dictionary,
+    logger: &mut TaskLogger,
+    all_secrets: &mut Vec<String>,
+    action: &DeploymentAction,
+    out: ActionOutput,
+) {
+    let mut secrets = Vec::new();
+    for (name, value, sensitive) in out.variables {
+        let a = &action.name;
+        outputs.set_with(
+            &format!("Octopus.Action[{a}].Output.{name}"),
+            value.clone(),
+            sensitive,
+        );
+        if !out.machine.is_empty() {
+            outputs.set_with(
+                &format!("Octopus.Action[{a}].Output[{}].{name}", out.machine),
+                value.clone(),
+                sensitive,
+            );
+        }
+        if sensitive {
+            secrets.push(value);
+        }
+    }
+    if !secrets.is_empty() {
+        // Sensitive output variables are masked from here on.
+        all_secrets.extend(secrets);
+        logger.set_masker(Masker::new(all_secrets.clone()));
     }
 }
 
@@ -215,76 +509,174 @@ enum ActionResult {
 struct LogOutput<'a> {
     logger: &'a TaskLogger,
     activity: &'a Activity,
+    state: std::sync::Mutex<OutputState>,
+}
+
+#[derive(Default)]
+struct OutputState {
+    interpreter: OutputInterpreter,
+    variables: Vec<(String, String, bool)>,
+    failed: Option<String>,
+}
+
+impl<'a> LogOutput<'a> {
+    fn new(logger: &'a TaskLogger, activity: &'a Activity) -> Self {
+        LogOutput {
+            logger,
+            activity,
+            state: std::sync::Mutex::new(OutputState::default()),
+        }
+    }
+
+    fn take_variables(&self) -> Vec<(String, String, bool)> {
+        self.state
+            .lock()
+            .map(|mut s| std::mem::take(&mut s.variables))
+            .unwrap_or_default()
+    }
+
+    fn step_failed(&self) -> Option<String> {
+        self.state.lock().ok().and_then(|s| s.failed.clone())
+    }
 }
 
 impl ScriptOutput for LogOutput<'_> {
     fn line(&self, stream: Stream, text: &str) {
-        let cat = match stream {
-            Stream::Stdout => LogCategory::Info,
-            Stream::Stderr => LogCategory::Error,
+        let Ok(mut st) = self.state.lock() else {
+            return;
         };
-        self.logger.line(self.activity, cat, text);
+        let events = st.interpreter.line(stream, text);
+        for ev in events {
+            match ev {
+                OutputEvent::Log { category, text } => {
+                    self.logger.line(self.activity, category, &text)
+                }
+                OutputEvent::Message(ServiceMessage::SetVariable {
+                    name,
+                    value,
+                    sensitive,
+                }) => {
+                    if sensitive {
+                        self.logger.masker().add(&value);
+                    }
+                    self.logger.verbose(
+                        self.activity,
+                        &format!(
+                            "Output variable '{name}' was set{}",
+                            if sensitive { " (sensitive)" } else { "" }
+                        ),
+                    );
+                    st.variables.push((name, value, sensitive));
+                }
+                OutputEvent::Message(ServiceMessage::Mask { value }) => {
+                    self.logger.masker().add(&value)
+                }
+                OutputEvent::Message(ServiceMessage::StepFailed { message }) => {
+                    st.failed = Some(if message.trim().is_empty() {
+                        "the script failed the step".to_string()
+                    } else {
+                        message
+                    });
+                }
+                OutputEvent::Message(ServiceMessage::CreateArtifact { name, path, .. }) => {
+                    self.logger.line(
+                        self.activity,
+                        LogCategory::Warning,
+                        &format!(
+                            "The script asked to collect the artifact '{}' ({}); collecting artifacts is not supported yet",
+                            name, path
+                        ),
+                    );
+                }
+                OutputEvent::Message(_) => {}
+                OutputEvent::Malformed(bad) => {
+                    self.logger
+                        .line(self.activity, LogCategory::Warning, &bad.to_string());
+                }
+            }
+        }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_action(
-    ex: &Executor,
-    logger: &TaskLogger,
-    step_act: &Activity,
-    step: &DeploymentStep,
-    action: &DeploymentAction,
-    ctx: &Context,
-    task: &TaskRow,
+/// Everything `run_action` needs about where it runs.
+struct ActionRun<'a> {
+    ex: &'a Executor,
+    logger: &'a TaskLogger,
+    step_act: &'a Activity,
+    step: &'a DeploymentStep,
+    action: &'a DeploymentAction,
+    task: &'a TaskRow,
     step_number: usize,
-    cancel: &CancellationToken,
-) -> ActionResult {
+    cancel: &'a CancellationToken,
+}
+
+async fn run_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, ActionOutput) {
+    let ActionRun {
+        ex,
+        logger,
+        step_act,
+        step,
+        action,
+        task,
+        step_number,
+        cancel,
+    } = r;
+    let mut output = ActionOutput::default();
     match action.action_type.as_str() {
         "Octopus.Script" => {}
         other => {
-            return ActionResult::Failed(format!(
-                "the step type '{other}' is not supported by this version of Ferry"
-            ));
+            return (
+                ActionResult::Failed(format!(
+                    "the step type '{other}' is not supported by this version of Ferry"
+                )),
+                output,
+            );
         }
     }
-    let roles = step
-        .properties
-        .get("Octopus.Action.TargetRoles")
-        .map(|r| {
-            r.split(',')
-                .map(str::trim)
-                .filter(|r| !r.is_empty())
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
+    let roles = step_roles(step);
     let on_server = prop_is_true(action.prop("Octopus.Action.RunOnServer"));
     if !on_server && !roles.is_empty() {
-        return ActionResult::Failed(format!(
-            "the step runs on targets with the roles [{}], but there are no deployment targets in {} with those roles",
-            roles.join(", "),
-            ctx.environment.name
-        ));
+        return (
+            ActionResult::Failed(format!(
+                "the step runs on targets with the roles [{}], but there are no deployment targets in {} with those roles",
+                roles.join(", "),
+                dict.get_value("Octopus.Environment.Name")
+                    .unwrap_or_default()
+            )),
+            output,
+        );
     }
     let source = action
         .prop("Octopus.Action.Script.ScriptSource")
         .unwrap_or("Inline");
     if !source.eq_ignore_ascii_case("inline") {
-        return ActionResult::Failed(format!("script source '{source}' is not supported yet"));
+        return (
+            ActionResult::Failed(format!("script source '{source}' is not supported yet")),
+            output,
+        );
     }
     let syntax = match Syntax::parse(action.prop("Octopus.Action.Script.Syntax")) {
         Ok(s) => s,
-        Err(e) => return ActionResult::Failed(e),
+        Err(e) => return (ActionResult::Failed(e), output),
     };
-    let body = action
+    let opts = template_options();
+    // Inline script bodies are run through the template engine before they run.
+    let raw_body = action
         .prop("Octopus.Action.Script.ScriptBody")
-        .unwrap_or("")
-        .to_string();
+        .unwrap_or("");
+    let body = match ferry_template::render(raw_body, dict, &opts) {
+        Ok(r) => r.text,
+        Err(e) => {
+            return (
+                ActionResult::Failed(format!("the script body could not be prepared: {e}")),
+                output,
+            );
+        }
+    };
     let target: &dyn Target = &ex.local;
     let target_act = logger.open(Some(step_act), target.name());
-    let out = LogOutput {
-        logger,
-        activity: &target_act,
-    };
+    output.machine = target.name().to_string();
+    let out = LogOutput::new(logger, &target_act);
     let req = ScriptRequest {
         ticket: format!(
             "{}-s{step_number}-{}",
@@ -297,15 +689,21 @@ async fn run_action(
             ("OCTOPUS_TASK_ID".to_string(), task.id.clone()),
             ("OCTOPUS_SERVER_URI".to_string(), ex.cfg.server_uri.clone()),
         ],
+        variables: dict.evaluated(&opts),
     };
     let result = match target.run_script(req, &out, cancel.clone()).await {
-        Ok(ScriptOutcome::Exited(0)) => ActionResult::Ok,
-        Ok(ScriptOutcome::Exited(code)) => {
-            ActionResult::Failed(format!("the script returned exit code {code}"))
-        }
+        Ok(ScriptOutcome::Exited(0)) => match out.step_failed() {
+            Some(msg) => ActionResult::Failed(msg),
+            None => ActionResult::Ok,
+        },
+        Ok(ScriptOutcome::Exited(code)) => ActionResult::Failed(
+            out.step_failed()
+                .unwrap_or_else(|| format!("the script returned exit code {code}")),
+        ),
         Ok(ScriptOutcome::Canceled) => ActionResult::Canceled,
         Err(e) => ActionResult::Failed(e.to_string()),
     };
+    output.variables = out.take_variables();
     match &result {
         ActionResult::Ok => logger.close(&target_act, ActivityStatus::Success),
         ActionResult::Canceled => logger.close(&target_act, ActivityStatus::Canceled),
@@ -314,5 +712,5 @@ async fn run_action(
             logger.close(&target_act, ActivityStatus::Failed);
         }
     }
-    result
+    (result, output)
 }

@@ -2,9 +2,12 @@
 //! heartbeat, runs each task (a deployment walks its release's process through `Target`s), and
 //! records the outcome fenced by the lease's epoch. A reaper ends tasks whose node died.
 
+pub mod bootstrap;
 mod deploy;
 pub mod log;
+pub mod service_message;
 pub mod target;
+pub mod variables;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -42,6 +42,8 @@ pub struct ScriptRequest {
     pub body: String,
     /// Extra environment variables (never secrets; those go through a private file).
     pub env: Vec<(String, String)>,
+    /// The variables the script can read (fully evaluated), written to a private file.
+    pub variables: Vec<(String, String)>,
 }
 
 /// Which stream a line came from.
@@ -121,22 +123,25 @@ impl LocalTarget {
         cancel: CancellationToken,
     ) -> Result<ScriptOutcome, TargetError> {
         let dir = self.work_root.join(sanitize(&req.ticket));
-        // A fresh directory: anything left from an earlier attempt is removed.
-        let _ = tokio::fs::remove_dir_all(&dir).await;
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(TargetError::WorkDir)?;
-        let (file, program) = match req.syntax {
-            Syntax::Bash => ("script.sh", "bash"),
-            Syntax::Python => ("script.py", "python3"),
-        };
-        let script = dir.join(file);
-        tokio::fs::write(&script, req.body.as_bytes())
-            .await
-            .map_err(TargetError::WorkDir)?;
+        let prepared = crate::bootstrap::prepare(req.syntax, &req.body, &req.variables);
+        // A fresh, private directory: anything left from an earlier attempt is removed.
+        let dir2 = dir.clone();
+        let prep2 = prepared.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::os::unix::fs::DirBuilderExt;
+            let _ = std::fs::remove_dir_all(&dir2);
+            if let Some(parent) = dir2.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::DirBuilder::new().mode(0o700).create(&dir2)?;
+            crate::bootstrap::write_files(&dir2, &prep2)
+        })
+        .await
+        .map_err(|e| TargetError::Other(e.to_string()))?
+        .map_err(TargetError::WorkDir)?;
 
-        let mut cmd = Command::new(program);
-        cmd.arg(&script)
+        let mut cmd = Command::new(&prepared.program);
+        cmd.args(&prepared.args)
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -147,6 +152,9 @@ impl LocalTarget {
             cmd.env_remove(k);
         }
         for (k, v) in &req.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in &prepared.env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().map_err(TargetError::Spawn)?;
@@ -259,6 +267,7 @@ mod tests {
                     syntax: Syntax::Bash,
                     body: "echo hello\necho oops >&2\nexit 3".into(),
                     env: vec![],
+                    variables: vec![],
                 },
                 &out,
                 CancellationToken::new(),
@@ -292,6 +301,7 @@ mod tests {
                     syntax: Syntax::Bash,
                     body: "sleep 30 & sleep 30".into(),
                     env: vec![],
+                    variables: vec![],
                 },
                 &out,
                 cancel,

@@ -167,17 +167,19 @@ pub async fn run(db: &Db, admin_api_key: Option<&Secret>) -> Result<Bootstrap, S
         }
     }
 
-    let mut tx = db.begin().await?;
-    let admin = tx.find_user_by_username("admin").await?;
-    let admin_id = match admin {
-        Some(u) => {
-            tx.commit().await?;
-            u.id
-        }
+    let admin_id = match db.find_user_by_username("admin").await? {
+        Some(u) => u.id,
         None => {
+            // Hash before the write transaction: Argon2id takes tens of milliseconds and the
+            // SQLite write connection should not wait for it.
             let password = ferry_crypto::generate_password();
-            let hash = ferry_crypto::hash_password(password.expose())
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let plain = password.clone();
+            let hash =
+                tokio::task::spawn_blocking(move || ferry_crypto::hash_password(plain.expose()))
+                    .await
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let mut tx = db.begin().await?;
             let generated = admin_api_key.is_none().then(ferry_crypto::generate_api_key);
             // On PostgreSQL a node that loses the race sees the unique-key conflict on the
             // INSERT, not at commit; either way the other node's admin is the one to use.

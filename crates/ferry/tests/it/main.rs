@@ -9,6 +9,7 @@ mod harness;
 
 mod api;
 mod cli;
+mod deploy_vars;
 mod pg;
 mod resilience;
 mod store_contract;
