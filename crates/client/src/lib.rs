@@ -14,6 +14,7 @@ pub mod model;
 pub mod process;
 pub mod tasklog;
 pub mod url;
+pub mod variables;
 
 use std::fmt;
 use std::time::Duration;
@@ -343,6 +344,61 @@ impl Client {
         process: &Value,
     ) -> Result<Value, ClientError> {
         self.put_json(&process_path(space_id, project_id), process)
+            .await
+    }
+
+    // ---- variables ----
+
+    /// `GET /api/{space}/projects/{project}/variables`: the project's variable set, as JSON so
+    /// that an edit can send back every field unchanged.
+    pub async fn project_variables(
+        &self,
+        space_id: &str,
+        project_id: &str,
+    ) -> Result<Value, ClientError> {
+        let path = format!(
+            "/api/{}/projects/{}/variables",
+            segment(space_id),
+            segment(project_id)
+        );
+        self.get_json(&path).await
+    }
+
+    /// `PUT /api/{space}/variables/{id}`: replaces the whole set. Sensitive variables sent with
+    /// `Value: null` keep their values.
+    pub async fn put_variable_set(
+        &self,
+        space_id: &str,
+        set_id: &str,
+        set: &Value,
+    ) -> Result<Value, ClientError> {
+        let path = format!("/api/{}/variables/{}", segment(space_id), segment(set_id));
+        self.put_json(&path, set).await
+    }
+
+    /// `GET /api/{space}/projects/{project}/variables/explain?…`.
+    pub async fn explain_variables(
+        &self,
+        space_id: &str,
+        project_id: &str,
+        context: &variables::ExplainContext,
+    ) -> Result<Value, ClientError> {
+        let path = format!(
+            "/api/{}/projects/{}/variables/explain{}",
+            segment(space_id),
+            segment(project_id),
+            context.query()
+        );
+        self.get_json(&path).await
+    }
+
+    /// Finds an environment by name (case-insensitive) or id.
+    pub async fn find_environment(
+        &self,
+        space_id: &str,
+        name_or_id: &str,
+    ) -> Result<Resource<Named>, ClientError> {
+        self.find_named(space_id, "environments", "environment", name_or_id)
             .await
     }
 

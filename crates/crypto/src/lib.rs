@@ -200,19 +200,30 @@ pub fn seal(key: &MasterKey, aad: &[u8], plaintext: &str) -> String {
     let mut nonce = [0u8; 24];
     rand::rng().fill(&mut nonce);
     let ct = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext.as_bytes(), aad })
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext.as_bytes(),
+                aad,
+            },
+        )
         .unwrap_or_default();
     let mut blob = Vec::with_capacity(24 + ct.len());
     blob.extend_from_slice(&nonce);
     blob.extend_from_slice(&ct);
-    format!("{SEALED_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(blob))
+    format!(
+        "{SEALED_PREFIX}{}",
+        base64::engine::general_purpose::STANDARD.encode(blob)
+    )
 }
 
 /// Opens a value sealed by `seal` with the same key and `aad`.
 pub fn open(key: &MasterKey, aad: &[u8], sealed: &str) -> Result<String, SealError> {
     use chacha20poly1305::aead::{Aead, KeyInit, Payload};
     use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-    let b64 = sealed.strip_prefix(SEALED_PREFIX).ok_or(SealError::Format)?;
+    let b64 = sealed
+        .strip_prefix(SEALED_PREFIX)
+        .ok_or(SealError::Format)?;
     let blob = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|_| SealError::Format)?;
@@ -246,10 +257,17 @@ mod seal_tests {
         assert!(s.starts_with("FERRY1:"));
         assert!(!s.contains("p@ss"));
         assert_eq!(open(&k, &aad, &s).as_deref(), Ok("p@ss word ü"));
-        assert_eq!(open(&k, &variable_aad("Projects-2", "v1"), &s), Err(SealError::Open));
+        assert_eq!(
+            open(&k, &variable_aad("Projects-2", "v1"), &s),
+            Err(SealError::Open)
+        );
         assert_eq!(open(&MasterKey::generate(), &aad, &s), Err(SealError::Open));
         assert_eq!(open(&k, &aad, "FERRY1:!!"), Err(SealError::Format));
         assert_eq!(open(&k, &aad, "plain"), Err(SealError::Format));
-        assert_ne!(seal(&k, &aad, "x"), seal(&k, &aad, "x"), "fresh nonce each time");
+        assert_ne!(
+            seal(&k, &aad, "x"),
+            seal(&k, &aad, "x"),
+            "fresh nonce each time"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The client half of the `ferry` command line: environments, projects, deployment
-//! processes, releases, deployments and tasks, over the REST API through `ferry-client`.
+//! processes, variables, releases, deployments and tasks, over the REST API through
+//! `ferry-client`.
 //!
 //! `main.rs` flattens [`ClientCommand`] next to `ferry server` and calls [`run`], whose
 //! return value is the process exit code. The codes are a contract for scripts and are
@@ -17,6 +18,7 @@ use ferry_client::model::{
 };
 use ferry_client::process::{self, EditError, ScriptStep, ScriptSyntax};
 use ferry_client::tasklog::{LogCursor, LogEvent};
+use ferry_client::variables::{self as vars, ExplainContext, NewValue};
 use ferry_client::{Client, ClientError};
 use serde_json::Value;
 
@@ -105,6 +107,9 @@ pub enum ClientCommand {
     /// Edit and show a project's deployment process
     #[command(subcommand)]
     Process(ProcessCommand),
+    /// List, set and explain a project's variables
+    #[command(subcommand)]
+    Variables(VariablesCommand),
     /// Create and deploy releases
     #[command(subcommand)]
     Release(ReleaseCommand),
@@ -184,6 +189,62 @@ pub struct AddScriptArgs {
 pub enum SyntaxArg {
     Bash,
     Python,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VariablesCommand {
+    /// List a project's variables (sensitive values show as ********)
+    List {
+        /// Project, by name, slug or id
+        #[arg(long)]
+        project: String,
+    },
+    /// Set a variable's value for a scope, replacing the value with the same name and scope
+    Set(SetVariableArgs),
+    /// Show which value of each variable wins in a context, and why
+    Explain(ExplainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SetVariableArgs {
+    /// Project, by name, slug or id
+    #[arg(long)]
+    project: String,
+    /// Name of the variable
+    name: String,
+    /// The value; "-" reads it from standard input (keeps secrets out of shell history)
+    value: String,
+    /// Scope the value to an environment, by name or id (repeatable)
+    #[arg(long = "environment", value_name = "NAME|ID")]
+    environments: Vec<String>,
+    /// Scope the value to a target role (repeatable)
+    #[arg(long = "role", value_name = "ROLE")]
+    roles: Vec<String>,
+    /// Store the value as sensitive: sealed, never shown again, masked in task logs
+    #[arg(long)]
+    sensitive: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// Project, by name, slug or id
+    #[arg(long)]
+    project: String,
+    /// Environment, by name or id
+    #[arg(long, value_name = "NAME|ID")]
+    environment: Option<String>,
+    /// A role of the deployment target (repeatable)
+    #[arg(long = "role", value_name = "ROLE")]
+    roles: Vec<String>,
+    /// Step of the deployment process, by name or id
+    #[arg(long, value_name = "NAME|ID")]
+    step: Option<String>,
+    /// Channel, by name or id
+    #[arg(long, value_name = "NAME|ID")]
+    channel: Option<String>,
+    /// Deployment target id
+    #[arg(long, value_name = "ID")]
+    machine: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -385,6 +446,10 @@ async fn execute(conn: &ConnArgs, command: ClientCommand) -> Result<(), Failure>
         ClientCommand::Process(command) => {
             let session = Session::open(conn).await?;
             deployment_process(&session, command).await
+        }
+        ClientCommand::Variables(command) => {
+            let session = Session::open(conn).await?;
+            variables(&session, command).await
         }
         ClientCommand::Release(command) => {
             let session = Session::open(conn).await?;
@@ -632,6 +697,129 @@ fn first_line(script: &str) -> String {
     } else {
         shortened
     }
+}
+
+// ---- variables ----
+
+async fn variables(session: &Session, command: VariablesCommand) -> Result<(), Failure> {
+    let client = &session.client;
+    let space = &session.space_id;
+    match command {
+        VariablesCommand::List { project } => {
+            let project = client.project(space, &project).await?;
+            let set = client.project_variables(space, &project.id).await?;
+            if session.json() {
+                return print_json(&set);
+            }
+            let rows = vars::summarize(&set);
+            if rows.is_empty() {
+                return print_line(format!("{} has no variables", project.name));
+            }
+            let rows = rows
+                .into_iter()
+                .map(|row| {
+                    vec![
+                        row.name,
+                        row.value,
+                        row.scope,
+                        row.prompt.unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(&["NAME", "VALUE", "SCOPE", "PROMPT"], rows)
+        }
+        VariablesCommand::Set(args) => {
+            let value = if args.value == "-" {
+                read_value_from_stdin()?
+            } else {
+                args.value
+            };
+            let project = client.project(space, &args.project).await?;
+            let mut environments = Vec::with_capacity(args.environments.len());
+            for environment in &args.environments {
+                environments.push(client.find_environment(space, environment).await?.data.id);
+            }
+            let mut set = client.project_variables(space, &project.id).await?;
+            let set_id = set
+                .get("Id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let replaced = vars::set_value(
+                &mut set,
+                &NewValue {
+                    name: args.name.clone(),
+                    value,
+                    sensitive: args.sensitive,
+                    environments,
+                    roles: args.roles.clone(),
+                },
+            )
+            .map_err(|error| Failure::Client(ClientError::Decode(error.to_string())))?;
+            let saved = client.put_variable_set(space, &set_id, &set).await?;
+            if session.json() {
+                return print_json(&saved);
+            }
+            let mut scope = args.environments.clone();
+            scope.extend(args.roles.iter().map(|role| format!("role {role}")));
+            let scope = if scope.is_empty() {
+                "unscoped".to_owned()
+            } else {
+                scope.join(", ")
+            };
+            // Never the value: it may be a secret.
+            print_line(format!(
+                "{} {}{} in {} ({scope})",
+                if replaced { "Updated" } else { "Added" },
+                if args.sensitive { "sensitive " } else { "" },
+                args.name,
+                project.name
+            ))
+        }
+        VariablesCommand::Explain(args) => {
+            let project = client.project(space, &args.project).await?;
+            let context = ExplainContext {
+                environment: args.environment,
+                roles: args.roles,
+                step: args.step,
+                channel: args.channel,
+                machine: args.machine,
+                tenant: None,
+            };
+            let answer = client
+                .explain_variables(space, &project.id, &context)
+                .await?;
+            if session.json() {
+                return print_json(&answer);
+            }
+            let rows = vars::explain_rows(&answer);
+            if rows.is_empty() {
+                return print_line(format!("{} has no variables", project.name));
+            }
+            let rows = rows
+                .into_iter()
+                .map(|row| vec![row.name, row.value, row.source, row.why])
+                .collect();
+            print_table(&["NAME", "VALUE", "SOURCE", "WHY"], rows)
+        }
+    }
+}
+
+/// A value from standard input, without the newline that ends it.
+fn read_value_from_stdin() -> Result<String, Failure> {
+    let mut value = String::new();
+    io::stdin().read_to_string(&mut value).map_err(|error| {
+        Failure::Usage(format!(
+            "cannot read the value from standard input: {error}"
+        ))
+    })?;
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok(value)
 }
 
 // ---- releases and deployments ----
@@ -1010,6 +1198,58 @@ mod tests {
             }
             Err(error) => assert_eq!(error.to_string(), ""),
         }
+    }
+
+    #[test]
+    fn variables_set_and_explain_take_scopes() {
+        let cli = parse(&[
+            "variables",
+            "set",
+            "--project",
+            "P",
+            "Pw",
+            "-",
+            "--environment",
+            "Dev",
+            "--environment",
+            "Prod",
+            "--role",
+            "web",
+            "--sensitive",
+        ]);
+        match cli.map(|cli| cli.command) {
+            Ok(ClientCommand::Variables(VariablesCommand::Set(args))) => {
+                assert_eq!((args.name.as_str(), args.value.as_str()), ("Pw", "-"));
+                assert_eq!(args.environments, vec!["Dev", "Prod"]);
+                assert_eq!(args.roles, vec!["web"]);
+                assert!(args.sensitive);
+            }
+            other => assert_eq!(format!("{other:?}"), "a variables set command"),
+        }
+        let cli = parse(&[
+            "variables",
+            "explain",
+            "--project",
+            "P",
+            "--environment",
+            "Prod",
+            "--role",
+            "web",
+            "--step",
+            "Deploy",
+            "--channel",
+            "Hotfix",
+        ]);
+        match cli.map(|cli| cli.command) {
+            Ok(ClientCommand::Variables(VariablesCommand::Explain(args))) => {
+                assert_eq!(args.environment.as_deref(), Some("Prod"));
+                assert_eq!(args.step.as_deref(), Some("Deploy"));
+                assert_eq!(args.channel.as_deref(), Some("Hotfix"));
+                assert_eq!(args.roles, vec!["web"]);
+            }
+            other => assert_eq!(format!("{other:?}"), "a variables explain command"),
+        }
+        assert!(parse(&["variables", "set", "--project", "P", "OnlyName"]).is_err());
     }
 
     #[test]

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::api::{
-    channels, deployments, environments, events, executions, lifecycles, misc, process,
-    projectgroups, projects, releases, spaces, tasks, variables,
+    channels, deployments, environments, events, executions, libraryvariablesets, lifecycles, misc,
+    process, projectgroups, projects, releases, spaces, tasks, variables,
 };
 
 /// Octopus's permission names, as far as Ferry's endpoints need them. `Anonymous` endpoints
@@ -46,8 +46,13 @@ pub enum Permission {
     ProcessEdit,
     VariableView,
     VariableEdit,
+    LibraryVariableSetView,
+    LibraryVariableSetCreate,
+    LibraryVariableSetEdit,
+    LibraryVariableSetDelete,
     ReleaseView,
     ReleaseCreate,
+    ReleaseEdit,
     ReleaseDelete,
     DeploymentView,
     DeploymentCreate,
@@ -514,6 +519,13 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             "A project's variable set",
             variables::get_for_project,
         )
+        .add(
+            M::GET,
+            "/api/{space_id}/projects/{id}/variables/explain",
+            P::VariableView,
+            "Which value of each variable wins in a context, and why",
+            variables::explain,
+        )
         // Channels
         .add(
             M::GET,
@@ -586,6 +598,49 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             "Update a variable set",
             variables::put,
         )
+        // Library variable sets
+        .add(
+            M::GET,
+            "/api/{space_id}/libraryvariablesets",
+            P::LibraryVariableSetView,
+            "List library variable sets",
+            libraryvariablesets::list,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/libraryvariablesets",
+            P::LibraryVariableSetCreate,
+            "Create a library variable set",
+            libraryvariablesets::create,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/libraryvariablesets/all",
+            P::LibraryVariableSetView,
+            "All library variable sets",
+            libraryvariablesets::all,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/libraryvariablesets/{id}",
+            P::LibraryVariableSetView,
+            "Get a library variable set",
+            libraryvariablesets::get,
+        )
+        .add(
+            M::PUT,
+            "/api/{space_id}/libraryvariablesets/{id}",
+            P::LibraryVariableSetEdit,
+            "Update a library variable set",
+            libraryvariablesets::update,
+        )
+        .add(
+            M::DELETE,
+            "/api/{space_id}/libraryvariablesets/{id}",
+            P::LibraryVariableSetDelete,
+            "Delete a library variable set",
+            libraryvariablesets::remove,
+        )
         // Releases
         .add(
             M::GET,
@@ -628,6 +683,13 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             P::ReleaseView,
             "Where a release may be deployed next",
             releases::progression,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/releases/{id}/snapshot-variables",
+            P::ReleaseEdit,
+            "Take new snapshots of a release's variables",
+            releases::snapshot_variables,
         )
         .add(
             M::POST,

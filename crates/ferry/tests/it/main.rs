@@ -14,3 +14,4 @@ mod pg;
 mod resilience;
 mod store_contract;
 mod ts_client;
+mod variables;

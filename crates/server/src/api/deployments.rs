@@ -1,12 +1,17 @@
 //! Deployments: a release applied to an environment, run as a server task. Creating one checks
-//! the release's lifecycle, then writes the deployment, its task and an audit event in one
-//! transaction, and wakes the task worker.
+//! the release's prompted variables and lifecycle, then writes the deployment, its task and an
+//! audit event in one transaction, and wakes the task worker.
+//!
+//! Prompted values are stored by the prompted variable's name: clear ones in `FormValues`,
+//! sensitive ones sealed in `SealedFormValues` (never rendered), each sealed with
+//! `variable_aad(deployment id, variable name)`.
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
+use ferry_crypto::{Secret, seal, variable_aad};
 use ferry_domain::lifecycle::{Refusal, check_deploy};
 use ferry_domain::time::{format_ms, now_ms};
 use ferry_domain::{Deployment, Environment, Project, Release};
@@ -21,7 +26,7 @@ const C: &str = "Deployments";
 
 pub fn render(space: &str, d: &Deployment) -> Value {
     let base = format!("/api/{space}/deployments/{}", d.id);
-    with_links(
+    let mut out = with_links(
         d,
         links(
             base,
@@ -36,7 +41,11 @@ pub fn render(space: &str, d: &Deployment) -> Value {
                 ("Web", format!("/app#/{space}/deployments/{}", d.id)),
             ],
         ),
-    )
+    );
+    if let Some(o) = out.as_object_mut() {
+        o.remove("SealedFormValues");
+    }
+    out
 }
 
 fn render_row(space: &str, d: &DocRow) -> ApiResult<Value> {
@@ -47,7 +56,11 @@ fn render_row(space: &str, d: &DocRow) -> ApiResult<Value> {
 #[derive(Clone, Debug, Default)]
 pub struct NewDeployment {
     pub comments: String,
+    /// Prompted values of non-sensitive variables, by variable name.
     pub form_values: BTreeMap<String, String>,
+    /// Prompted values of sensitive variables, by variable name; sealed when the deployment's
+    /// id is known.
+    pub sensitive_form_values: BTreeMap<String, Secret>,
     pub skip_actions: Vec<String>,
     pub specific_machine_ids: Vec<String>,
     pub excluded_machine_ids: Vec<String>,
@@ -56,6 +69,107 @@ pub struct NewDeployment {
     pub use_guided_failure: bool,
     pub force_package_download: bool,
     pub force_package_redeployment: bool,
+}
+
+/// Prompted values for a deployment, checked against the release's variable snapshots.
+#[derive(Clone, Debug, Default)]
+pub struct PromptedValues {
+    pub clear: BTreeMap<String, String>,
+    pub sensitive: BTreeMap<String, Secret>,
+}
+
+/// Matches given values (keyed by a prompted variable's id, name or label, case-insensitively)
+/// to the prompted variables of the release's snapshots. A required prompted variable needs a
+/// non-blank value, given now or as its own value; values for anything that is not a prompted
+/// variable are ignored. All problems are reported at once.
+pub async fn prompted_values(
+    st: &AppState,
+    space: &str,
+    release: &Release,
+    given: &BTreeMap<String, String>,
+) -> ApiResult<PromptedValues> {
+    let sets = super::variables::release_sets(st, space, release).await?;
+    // Prompted variables grouped by name, in order of appearance.
+    let mut groups: Vec<Vec<&ferry_domain::Variable>> = Vec::new();
+    for v in sets
+        .iter()
+        .flat_map(|s| s.set.variables.iter())
+        .filter(|v| v.prompt.is_some())
+    {
+        match groups.iter_mut().find(|g| {
+            g.first()
+                .is_some_and(|f| f.name.eq_ignore_ascii_case(&v.name))
+        }) {
+            Some(g) => g.push(v),
+            None => groups.push(vec![v]),
+        }
+    }
+    let label_of = |v: &ferry_domain::Variable| -> String {
+        v.prompt
+            .as_ref()
+            .and_then(|p| p.get("Label"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    let mut out = PromptedValues::default();
+    let mut missing = Vec::new();
+    for group in &groups {
+        let Some(first) = group.first() else { continue };
+        let name = first.name.clone();
+        let label = group.iter().map(|v| label_of(v)).find(|l| !l.is_empty());
+        let matches_key = |k: &str| {
+            let k = k.trim();
+            group.iter().any(|v| {
+                v.id == k
+                    || v.name.eq_ignore_ascii_case(k)
+                    || (!label_of(v).is_empty() && label_of(v).eq_ignore_ascii_case(k))
+            })
+        };
+        let value = given
+            .iter()
+            .find(|(k, _)| matches_key(k))
+            .map(|(_, v)| v.clone());
+        let required = group.iter().any(|v| {
+            v.prompt
+                .as_ref()
+                .and_then(|p| p.get("Required"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        });
+        let has_default = group.iter().any(|v| {
+            v.sealed_value.is_some() || v.value.as_deref().is_some_and(|x| !x.trim().is_empty())
+        });
+        let blank = match &value {
+            Some(v) => v.trim().is_empty(),
+            None => !has_default,
+        };
+        if required && blank {
+            missing.push(match &label {
+                Some(l) => format!(
+                    "The prompted variable '{l}' ({name}) is required: give it a value that is not empty"
+                ),
+                None => format!(
+                    "The prompted variable '{name}' is required: give it a value that is not empty"
+                ),
+            });
+            continue;
+        }
+        if let Some(value) = value {
+            if group.iter().any(|v| v.is_sensitive) {
+                out.sensitive.insert(name, Secret::new(value));
+            } else {
+                out.clear.insert(name, value);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let mut e = ApiError::bad_request(String::new());
+        e.errors = missing;
+        return Err(e);
+    }
+    Ok(out)
 }
 
 /// Queues a deployment of `release` to `env` after checking the lifecycle.
@@ -127,6 +241,14 @@ pub async fn create_deployment(
         queue_time_expiry: nd.queue_time_expiry.map(format_ms),
         comments: nd.comments,
         form_values: nd.form_values,
+        sealed_form_values: nd
+            .sensitive_form_values
+            .iter()
+            .map(|(name, value)| {
+                let aad = variable_aad(&format!("{C}-{seq}"), name);
+                (name.clone(), seal(&st.master_key, &aad, value.expose()))
+            })
+            .collect(),
         skip_actions: nd.skip_actions,
         specific_machine_ids: nd.specific_machine_ids,
         excluded_machine_ids: nd.excluded_machine_ids,
@@ -238,9 +360,11 @@ pub async fn create(
         })?;
     let (_, project): (_, Project) =
         load(&st, "Projects", &space, &release.project_id, "Project").await?;
+    let prompted = prompted_values(&st, &space, &release, &b.form_values).await?;
     let nd = NewDeployment {
         comments: b.comments.unwrap_or_default(),
-        form_values: b.form_values,
+        form_values: prompted.clear,
+        sensitive_form_values: prompted.sensitive,
         skip_actions: b.skip_actions,
         specific_machine_ids: b.specific_machine_ids,
         excluded_machine_ids: b.excluded_machine_ids,

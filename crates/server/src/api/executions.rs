@@ -116,7 +116,7 @@ pub async fn deploy_untenanted(
         .ok_or_else(|| {
             ApiError::bad_request(format!("Project '{}' could not be found", b.project_name))
         })?;
-    let (_, release): (_, Release) = find(
+    let (_, mut release): (_, Release) = find(
         &st,
         "Releases",
         &space,
@@ -199,11 +199,18 @@ pub async fn deploy_untenanted(
             create_deployment(&st, &space, &ctx, &release, &project, e, nd).await?;
         }
     }
+    if b.update_variable_snapshot {
+        release = super::releases::update_variables(&st, &space, &ctx, &release.id).await?;
+    }
+    // Prompted values are checked against the (possibly updated) snapshots, still before
+    // anything is queued.
+    let prompted = super::deployments::prompted_values(&st, &space, &release, &form_values).await?;
     let mut out = Vec::new();
     for e in &envs {
         let nd = NewDeployment {
             comments: String::new(),
-            form_values: form_values.clone(),
+            form_values: prompted.clear.clone(),
+            sensitive_form_values: prompted.sensitive.clone(),
             skip_actions: skip_actions.clone(),
             queue_time,
             queue_time_expiry,

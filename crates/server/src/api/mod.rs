@@ -7,6 +7,7 @@ pub mod deployments;
 pub mod environments;
 pub mod events;
 pub mod executions;
+pub mod libraryvariablesets;
 pub mod lifecycles;
 pub mod misc;
 pub mod process;

@@ -156,6 +156,19 @@ async fn check_refs(st: &AppState, space: &str, p: &mut Project) -> ApiResult<()
             p.lifecycle_id
         )));
     }
+    let mut included = Vec::with_capacity(p.included_library_variable_set_ids.len());
+    for key in &p.included_library_variable_set_ids {
+        match super::libraryvariablesets::resolve(st, space, key.trim()).await? {
+            Some(l) if !included.contains(&l.id) => included.push(l.id),
+            Some(_) => {}
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "The library variable set '{key}' in IncludedLibraryVariableSetIds does not exist in this space"
+                )));
+            }
+        }
+    }
+    p.included_library_variable_set_ids = included;
     if !matches!(
         p.tenanted_deployment_mode.as_str(),
         "Untenanted" | "TenantedOrUntenanted" | "Tenanted"

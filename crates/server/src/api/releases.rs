@@ -1,6 +1,8 @@
 //! Releases: immutable snapshots of a project's process and variables with a version unique
-//! per project. Creating one copies the current process and variable set into snapshot
-//! documents; later edits to the project never change a release.
+//! per project. Creating one copies the current process, the project's variable set and each
+//! included library variable set into snapshot documents; later edits to the project never
+//! change a release, except "update variables" (`snapshot-variables`), which takes new
+//! variable snapshots and leaves the process alone.
 
 use std::collections::HashSet;
 
@@ -10,10 +12,8 @@ use axum::http::StatusCode;
 use ferry_domain::lifecycle::{EnvRef, allowed_environments, effective_phases};
 use ferry_domain::time::{format_ms, now_ms};
 use ferry_domain::version::{Version, next_patch};
-use ferry_domain::{
-    Channel, DeploymentProcess, Environment, Lifecycle, Project, Release, VariableSet,
-};
-use ferry_store::{DocQuery, DocRow, TaskQuery};
+use ferry_domain::{Channel, DeploymentProcess, Environment, Lifecycle, Project, Release};
+use ferry_store::{DocQuery, DocRow, TaskQuery, Tx};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -47,6 +47,7 @@ pub fn render(space: &str, r: &Release) -> Value {
                         r.project_variable_set_snapshot_id
                     ),
                 ),
+                ("SnapshotVariables", format!("{base}/snapshot-variables")),
                 ("Web", format!("/app#/{space}/releases/{}", r.id)),
             ],
         ),
@@ -70,6 +71,64 @@ pub struct NewRelease {
 
 fn random_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..5].to_uppercase()
+}
+
+/// New snapshots of a project's variables: its own set and each included library set's, with
+/// snapshot ids `<set id>-s-<version>-<suffix>`. Variable ids and owners are kept, so sealed
+/// values still open.
+pub struct VariableSnapshots {
+    pub project: ferry_domain::VariableSet,
+    pub libraries: Vec<ferry_domain::VariableSet>,
+}
+
+impl VariableSnapshots {
+    pub async fn take(st: &AppState, space: &str, project: &Project) -> ApiResult<Self> {
+        let mut sets = super::variables::current_sets(st, space, project)
+            .await?
+            .into_iter()
+            .map(|s| {
+                let mut snap = s.set;
+                snap.id = format!("{}-s-{}-{}", snap.id, snap.version, random_suffix());
+                snap
+            });
+        let project_set = sets.next().ok_or_else(|| {
+            ApiError::internal(format!("project {} has no variable set", project.id))
+        })?;
+        Ok(VariableSnapshots {
+            project: project_set,
+            libraries: sets.collect(),
+        })
+    }
+
+    pub fn library_ids(&self) -> Vec<String> {
+        self.libraries.iter().map(|s| s.id.clone()).collect()
+    }
+
+    /// Writes the snapshot documents. They belong to the project (deleted with it), whichever
+    /// set they copy.
+    pub async fn insert(
+        &self,
+        tx: &mut Tx,
+        space: &str,
+        project_id: &str,
+        seq: i64,
+    ) -> ApiResult<()> {
+        for snap in std::iter::once(&self.project).chain(self.libraries.iter()) {
+            tx.insert_doc(&doc_row(
+                super::variables::SNAPSHOTS,
+                &snap.id,
+                space,
+                project_id,
+                &snap.id,
+                "",
+                0,
+                seq,
+                snap,
+            )?)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Creates a release (or returns the existing one with `ignore_if_exists`). Returns the release
@@ -144,21 +203,12 @@ pub async fn create_release(
         "Deployment process",
     )
     .await?;
-    let (_, vars): (_, VariableSet) = load(
-        st,
-        "VariableSets",
-        space,
-        &project.variable_set_id,
-        "Variable set",
-    )
-    .await?;
+    let vars = VariableSnapshots::take(st, space, &project).await?;
 
     let mut tx = st.db.begin().await?;
     let seq = tx.next_seq(C).await?;
     let mut snap = process.clone();
     snap.id = format!("{}-s-{}-{}", process.id, process.version, random_suffix());
-    let mut var_snap = vars.clone();
-    var_snap.id = format!("{}-s-{}-{}", vars.id, vars.version, random_suffix());
     let release = Release {
         id: format!("{C}-{seq}"),
         space_id: space.to_string(),
@@ -169,7 +219,8 @@ pub async fn create_release(
         assembled: format_ms(now_ms()),
         ignore_channel_rules: nr.ignore_channel_rules,
         project_deployment_process_snapshot_id: snap.id.clone(),
-        project_variable_set_snapshot_id: var_snap.id.clone(),
+        project_variable_set_snapshot_id: vars.project.id.clone(),
+        library_variable_set_snapshot_ids: vars.library_ids(),
         ..Release::default()
     };
     tx.insert_doc(&doc_row(
@@ -184,18 +235,7 @@ pub async fn create_release(
         &snap,
     )?)
     .await?;
-    tx.insert_doc(&doc_row(
-        super::variables::SNAPSHOTS,
-        &var_snap.id,
-        space,
-        &project.id,
-        &var_snap.id,
-        "",
-        0,
-        seq,
-        &var_snap,
-    )?)
-    .await?;
+    vars.insert(&mut tx, space, &project.id, seq).await?;
     let mut row = doc_row(
         C,
         &release.id,
@@ -265,6 +305,59 @@ pub async fn create(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(render(&space, &r))))
+}
+
+/// Takes new snapshots of the project's and library sets' variables for a release (Octopus's
+/// "update variables"); the process snapshot is untouched. Returns the updated release.
+pub async fn update_variables(
+    st: &AppState,
+    space: &str,
+    ctx: &Ctx,
+    release_id: &str,
+) -> ApiResult<Release> {
+    let (row, mut r): (_, Release) = load(st, C, space, release_id, "Release").await?;
+    let (_, project): (_, Project) = load(st, "Projects", space, &r.project_id, "Project").await?;
+    let vars = VariableSnapshots::take(st, space, &project).await?;
+    let before = (
+        r.project_variable_set_snapshot_id.clone(),
+        r.library_variable_set_snapshot_ids.clone(),
+    );
+    r.project_variable_set_snapshot_id = vars.project.id.clone();
+    r.library_variable_set_snapshot_ids = vars.library_ids();
+    let mut tx = st.db.begin().await?;
+    vars.insert(&mut tx, space, &project.id, row.seq).await?;
+    let mut new_row = doc_row(C, &r.id, space, &project.id, &r.version, "", 0, row.seq, &r)?;
+    new_row.ref1 = row.ref1.clone();
+    new_row.created_at = row.created_at;
+    tx.update_doc(&new_row).await?;
+    audit(
+        &mut tx,
+        ctx,
+        space,
+        "Modified",
+        format!(
+            "Variables of release {} of project {} were updated",
+            r.version, project.name
+        ),
+        &[&r.id, &project.id],
+        json!({
+            "Before": {"ProjectVariableSetSnapshotId": before.0, "LibraryVariableSetSnapshotIds": before.1},
+            "After": {"ProjectVariableSetSnapshotId": r.project_variable_set_snapshot_id, "LibraryVariableSetSnapshotIds": r.library_variable_set_snapshot_ids},
+        }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(r)
+}
+
+/// `POST /releases/{id}/snapshot-variables`.
+pub async fn snapshot_variables(
+    State(st): State<AppState>,
+    Path((space, id)): Path<(String, String)>,
+    ctx: Ctx,
+) -> ApiResult<Json<Value>> {
+    let r = update_variables(&st, &space, &ctx, &id).await?;
+    Ok(Json(render(&space, &r)))
 }
 
 pub async fn list(

@@ -132,6 +132,7 @@ pub async fn home(State(st): State<AppState>, Path(space): Path<String>) -> ApiR
         "DeploymentProcesses": format!("{b}/deploymentprocesses{{/id}}{{?skip,take,ids}}"),
         "Machines": format!("{b}/machines{{/id}}{{?skip,take,name,ids,partialName,roles,isDisabled,healthStatuses,commStyles,tenantIds,tenantTags,environmentIds,thumbprint,deploymentId,shellNames}}"),
         "Variables": format!("{b}/variables{{/id}}{{?ids}}"),
+        "LibraryVariables": format!("{b}/libraryvariablesets{{/id}}{{?skip,contentType,take,ids,partialName}}"),
         "Events": format!("{b}/events{{/id}}{{?skip,regarding,regardingAny,user,users,projects,environments,eventGroups,eventCategories,tags,tenants,from,to,internal,fromAutoId,toAutoId,documentTypes,take,ids,spaces,includeSystem,excludeDifference}}"),
         "Runbooks": format!("{b}/runbooks{{/id}}{{?skip,take,ids,partialName,clone,projectIds}}"),
         "RunbookRuns": format!("{b}/runbookRuns{{/id}}{{?skip,take,ids,projects,environments,tenants,runbooks,taskState,partialName}}"),
