@@ -369,6 +369,27 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
     }
 }
 
+/// The action's properties with variables substituted. A template that cannot be rendered (a
+/// reference loop, a limit) fails the action with the property named.
+fn render_properties(
+    action: &DeploymentAction,
+    dict: &Dictionary,
+    opts: &ferry_template::Options,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for (k, v) in &action.properties {
+        let value = if v.contains("#{") {
+            ferry_template::render(v, dict, opts)
+                .map_err(|e| format!("the property {k} could not be prepared: {e}"))?
+                .text
+        } else {
+            v.clone()
+        };
+        out.insert(k.clone(), value);
+    }
+    Ok(out)
+}
+
 pub(crate) fn template_options() -> ferry_template::Options {
     ferry_template::Options::default()
 }
@@ -660,19 +681,15 @@ async fn run_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, Actio
         Err(e) => return (ActionResult::Failed(e), output),
     };
     let opts = template_options();
-    // Inline script bodies are run through the template engine before they run.
-    let raw_body = action
-        .prop("Octopus.Action.Script.ScriptBody")
-        .unwrap_or("");
-    let body = match ferry_template::render(raw_body, dict, &opts) {
-        Ok(r) => r.text,
-        Err(e) => {
-            return (
-                ActionResult::Failed(format!("the script body could not be prepared: {e}")),
-                output,
-            );
-        }
+    // Every text property of the action is run through the template engine before it runs.
+    let props = match render_properties(action, dict, &opts) {
+        Ok(p) => p,
+        Err(e) => return (ActionResult::Failed(e), output),
     };
+    let body = props
+        .get("Octopus.Action.Script.ScriptBody")
+        .cloned()
+        .unwrap_or_default();
     let target: &dyn Target = &ex.local;
     let target_act = logger.open(Some(step_act), target.name());
     output.machine = target.name().to_string();

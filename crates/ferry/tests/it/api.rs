@@ -649,3 +649,93 @@ async fn deployments_succeed_fail_and_follow_the_lifecycle() {
         "{cats:?}"
     );
 }
+
+#[tokio::test]
+async fn release_versions_from_templates_and_masks() {
+    let s = Server::start();
+    let p = s.create_project("Versioned").await;
+    let pid = p["Id"].as_str().unwrap().to_string();
+    let set_template = |t: &str| {
+        let mut p = p.clone();
+        p["VersioningStrategy"]["Template"] = json!(t);
+        p
+    };
+    // Octopus.Version.* and a project variable.
+    let vs = s.get(&format!("/api/Spaces-1/projects/{pid}")).await["VariableSetId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut vars = s.get(&format!("/api/Spaces-1/variables/{vs}")).await;
+    vars["Variables"] = json!([{"Name": "Suffix", "Value": "rc"}]);
+    s.put(&format!("/api/Spaces-1/variables/{vs}"), vars).await;
+    s.put(
+        &format!("/api/Spaces-1/projects/{pid}"),
+        set_template("#{Octopus.Version.LastMajor}.#{Octopus.Version.NextMinor}.0-#{Suffix}"),
+    )
+    .await;
+    let r = s
+        .post(
+            "/api/Spaces-1/releases/create/v1",
+            json!({"ProjectName": "Versioned"}),
+        )
+        .await;
+    assert_eq!(r["ReleaseVersion"], "0.1.0-rc");
+    let r = s
+        .post(
+            "/api/Spaces-1/releases/create/v1",
+            json!({"ProjectName": "Versioned"}),
+        )
+        .await;
+    assert_eq!(r["ReleaseVersion"], "0.2.0-rc");
+    // A mask: c keeps, i increments.
+    s.put(
+        &format!("/api/Spaces-1/projects/{pid}"),
+        set_template("0.c.i"),
+    )
+    .await;
+    let r = s
+        .post(
+            "/api/Spaces-1/releases/create/v1",
+            json!({"ProjectName": "Versioned"}),
+        )
+        .await;
+    assert_eq!(r["ReleaseVersion"], "0.2.1");
+    // Dates.
+    s.put(
+        &format!("/api/Spaces-1/projects/{pid}"),
+        set_template("#{Octopus.Date.Year}.#{Octopus.Date.Month}.#{Octopus.Version.NextPatch}"),
+    )
+    .await;
+    let r = s
+        .post(
+            "/api/Spaces-1/releases/create/v1",
+            json!({"ProjectName": "Versioned"}),
+        )
+        .await;
+    let year = chrono::Utc::now().format("%Y").to_string();
+    assert!(
+        r["ReleaseVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{year}.")),
+        "{r}"
+    );
+    // A template that does not make a version: 400 naming what it produced.
+    s.put(
+        &format!("/api/Spaces-1/projects/{pid}"),
+        set_template("build-#{Octopus.Version.NextPatch}"),
+    )
+    .await;
+    let (st, body) = s
+        .request(
+            "POST",
+            "/api/Spaces-1/releases/create/v1",
+            Some(json!({"ProjectName": "Versioned"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        body["Errors"][0].as_str().unwrap().contains("build-"),
+        "{body}"
+    );
+}

@@ -287,3 +287,27 @@ async fn sensitive_values_are_masked_everywhere() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_looping_template_fails_the_step_naming_the_variable() {
+    let s = Server::start();
+    s.create_environment("Development").await;
+    s.create_project("Loop").await;
+    put_variables(
+        &s,
+        "Loop",
+        json!([{"Name": "Alpha", "Value": "a-#{Beta}"}, {"Name": "Beta", "Value": "b-#{Alpha}"}]),
+    )
+    .await;
+    s.put(
+        "/api/Spaces-1/projects/Loop/deploymentprocesses",
+        json!({"Steps": [script_step("Echo", "echo #{Alpha}", "Bash")]}),
+    )
+    .await;
+    s.create_release("Loop", "1.0.0").await;
+    let task = s.deploy("Loop", "1.0.0", "Development").await;
+    let t = s.wait_task(&task, Duration::from_secs(30)).await;
+    assert_eq!(t["State"], "Failed");
+    let err = t["ErrorMessage"].as_str().unwrap();
+    assert!(err.contains("Alpha") && err.contains("Beta"), "{err}");
+}

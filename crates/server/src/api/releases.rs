@@ -11,7 +11,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use ferry_domain::lifecycle::{EnvRef, allowed_environments, effective_phases};
 use ferry_domain::time::{format_ms, now_ms};
-use ferry_domain::version::{Version, next_patch};
+use ferry_domain::version::Version;
 use ferry_domain::{Channel, DeploymentProcess, Environment, Lifecycle, Project, Release};
 use ferry_store::{DocQuery, DocRow, TaskQuery, Tx};
 use serde::Deserialize;
@@ -56,6 +56,172 @@ pub fn render(space: &str, r: &Release) -> Value {
 
 fn render_row(space: &str, d: &DocRow) -> ApiResult<Value> {
     Ok(render(space, &parse_body(d)?))
+}
+
+/// The version of a release created without one: the project's versioning template rendered
+/// with `Octopus.Version.Last*/Next*` (of the project, and `Octopus.Version.Channel.*` of the
+/// channel), `Octopus.Date.*`, `Octopus.Time.*` and the project's unscoped and channel-scoped
+/// variables; or a mask such as `1.2.c.i` (`c` keeps the last release's part, `i` increments it).
+async fn next_version(
+    st: &AppState,
+    space: &str,
+    project: &Project,
+    channel: &Channel,
+) -> ApiResult<String> {
+    let (rows, _) = st
+        .db
+        .list_docs(&DocQuery {
+            owner_id: Some(project.id.clone()),
+            ..DocQuery::new(C)
+        })
+        .await?;
+    let mut last: Option<Version> = None;
+    let mut last_in_channel: Option<Version> = None;
+    for r in &rows {
+        if let Some(v) = Version::parse(&r.name) {
+            if r.ref1 == channel.id && last_in_channel.as_ref().is_none_or(|l| &v > l) {
+                last_in_channel = Some(v.clone());
+            }
+            if last.as_ref().is_none_or(|l| &v > l) {
+                last = Some(v);
+            }
+        }
+    }
+    let template = project
+        .versioning_strategy
+        .template
+        .clone()
+        .filter(|t| !t.trim().is_empty())
+        .unwrap_or_else(|| {
+            ferry_domain::VersioningStrategy::default()
+                .template
+                .unwrap_or_default()
+        });
+    let rendered = if !template.contains("#{") && is_mask(&template) {
+        apply_mask(&template, last.as_ref())
+    } else {
+        let mut vars = ferry_template::MapVariables::new();
+        let (_, set): (_, ferry_domain::VariableSet) = load(
+            st,
+            "VariableSets",
+            space,
+            &project.variable_set_id,
+            "Variable set",
+        )
+        .await?;
+        for v in set.variables.iter().filter(|v| !v.is_sensitive) {
+            let scope = &v.scope;
+            let channel_only = scope.environment.is_empty()
+                && scope.role.is_empty()
+                && scope.machine.is_empty()
+                && scope.action.is_empty()
+                && scope.tenant.is_empty()
+                && scope.tenant_tag.is_empty()
+                && (scope.channel.is_empty() || scope.channel.contains(&channel.id));
+            if channel_only {
+                if let Some(val) = &v.value {
+                    if !scope.channel.is_empty()
+                        || ferry_template::VariableSource::get(&vars, &v.name).is_none()
+                    {
+                        vars.set(v.name.clone(), val.clone());
+                    }
+                }
+            }
+        }
+        for (prefix, v) in [
+            ("Octopus.Version", last.as_ref()),
+            ("Octopus.Version.Channel", last_in_channel.as_ref()),
+        ] {
+            let part = |i: usize| v.map(|v| v.part(i)).unwrap_or(0);
+            for (i, name) in ["Major", "Minor", "Patch", "Build", "Revision"]
+                .iter()
+                .enumerate()
+            {
+                let lastp = if i == 4 { part(3) } else { part(i) };
+                vars.set(format!("{prefix}.Last{name}"), lastp.to_string());
+                vars.set(format!("{prefix}.Next{name}"), (lastp + 1).to_string());
+            }
+            vars.set(
+                format!("{prefix}.LastSuffix"),
+                v.map(|v| v.pre_release.clone()).unwrap_or_default(),
+            );
+        }
+        let now = chrono::Utc::now();
+        use chrono::{Datelike, Timelike};
+        vars.set("Octopus.Date.Year".to_string(), now.year().to_string());
+        vars.set(
+            "Octopus.Date.Month".to_string(),
+            format!("{:02}", now.month()),
+        );
+        vars.set("Octopus.Date.Day".to_string(), format!("{:02}", now.day()));
+        vars.set(
+            "Octopus.Date.DayOfYear".to_string(),
+            now.ordinal().to_string(),
+        );
+        vars.set(
+            "Octopus.Time.Hour".to_string(),
+            format!("{:02}", now.hour()),
+        );
+        vars.set(
+            "Octopus.Time.Minute".to_string(),
+            format!("{:02}", now.minute()),
+        );
+        vars.set(
+            "Octopus.Time.Second".to_string(),
+            format!("{:02}", now.second()),
+        );
+        vars.set("Octopus.Project.Name".to_string(), project.name.clone());
+        vars.set(
+            "Octopus.Release.Channel.Name".to_string(),
+            channel.name.clone(),
+        );
+        ferry_template::render(&template, &vars, &ferry_template::Options::default())
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "The project's release version template could not be rendered: {e}"
+                ))
+            })?
+            .text
+    };
+    let rendered = rendered.trim().to_string();
+    if Version::parse(&rendered).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "The project's release version template '{template}' produced '{rendered}', which is not a valid version; give a ReleaseVersion or fix the template"
+        )));
+    }
+    Ok(rendered)
+}
+
+fn is_mask(t: &str) -> bool {
+    let parts: Vec<&str> = t.trim().split('.').collect();
+    (1..=4).contains(&parts.len())
+        && parts.iter().any(|p| *p == "i" || *p == "c")
+        && parts.iter().all(|p| {
+            *p == "i" || *p == "c" || (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+}
+
+/// Applies an Octopus version mask: `c` keeps the last version's part, `i` increments it and
+/// resets the parts after it.
+fn apply_mask(mask: &str, last: Option<&Version>) -> String {
+    let parts: Vec<&str> = mask.trim().split('.').collect();
+    let mut out: Vec<String> = Vec::with_capacity(parts.len());
+    let mut incremented = false;
+    for (i, p) in parts.iter().enumerate() {
+        let prev = last.map(|v| v.part(i)).unwrap_or(0);
+        let v = match *p {
+            "c" if incremented => 0,
+            "c" => prev,
+            "i" if incremented => 0,
+            "i" => {
+                incremented = true;
+                prev + 1
+            }
+            n => n.parse().unwrap_or(0),
+        };
+        out.push(v.to_string());
+    }
+    out.join(".")
 }
 
 /// What is needed to create a release.
@@ -167,22 +333,7 @@ pub async fn create_release(
             }
             v.to_string()
         }
-        None => {
-            let (rows, _) = st
-                .db
-                .list_docs(&DocQuery {
-                    owner_id: Some(project.id.clone()),
-                    take: Some(200),
-                    newest_first: true,
-                    ..DocQuery::new(C)
-                })
-                .await?;
-            rows.iter()
-                .filter_map(|r| Version::parse(&r.name))
-                .max()
-                .map(|v| next_patch(&v))
-                .unwrap_or_else(|| "0.0.1".to_string())
-        }
+        None => next_version(st, space, &project, &channel).await?,
     };
     if let Some((_, existing)) = find::<Release>(st, C, space, Some(&project.id), &version).await? {
         if existing.version.eq_ignore_ascii_case(&version) {
