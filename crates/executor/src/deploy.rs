@@ -707,6 +707,7 @@ async fn run_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, Actio
             ("OCTOPUS_SERVER_URI".to_string(), ex.cfg.server_uri.clone()),
         ],
         variables: dict.evaluated(&opts),
+        cwd: None,
     };
     let result = match target.run_script(req, &out, cancel.clone()).await {
         Ok(ScriptOutcome::Exited(0)) => match out.step_failed() {

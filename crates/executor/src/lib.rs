@@ -5,6 +5,7 @@
 pub mod bootstrap;
 mod deploy;
 pub mod log;
+pub mod package_step;
 pub mod service_message;
 pub mod target;
 pub mod variables;

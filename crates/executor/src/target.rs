@@ -44,6 +44,9 @@ pub struct ScriptRequest {
     pub env: Vec<(String, String)>,
     /// The variables the script can read (fully evaluated), written to a private file.
     pub variables: Vec<(String, String)>,
+    /// Run from this directory (e.g. an extracted package) instead of the private scratch
+    /// directory; the bootstrap and variables files stay in the scratch directory.
+    pub cwd: Option<PathBuf>,
 }
 
 /// Which stream a line came from.
@@ -140,9 +143,19 @@ impl LocalTarget {
         .map_err(|e| TargetError::Other(e.to_string()))?
         .map_err(TargetError::WorkDir)?;
 
+        // Paths into the scratch directory are absolute when the script runs elsewhere.
+        let run_dir = req.cwd.clone().unwrap_or_else(|| dir.clone());
+        let abs = |a: &String| -> String {
+            if req.cwd.is_some() && prepared.files.iter().any(|f| &f.path == a) {
+                dir.join(a).display().to_string()
+            } else {
+                a.clone()
+            }
+        };
+        let args: Vec<String> = prepared.args.iter().map(abs).collect();
         let mut cmd = Command::new(&prepared.program);
-        cmd.args(&prepared.args)
-            .current_dir(&dir)
+        cmd.args(&args)
+            .current_dir(&run_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -155,7 +168,7 @@ impl LocalTarget {
             cmd.env(k, v);
         }
         for (k, v) in &prepared.env {
-            cmd.env(k, v);
+            cmd.env(k, abs(v));
         }
         let mut child = cmd.spawn().map_err(TargetError::Spawn)?;
         let pid = child.id();
@@ -268,6 +281,7 @@ mod tests {
                     body: "echo hello\necho oops >&2\nexit 3".into(),
                     env: vec![],
                     variables: vec![],
+                    cwd: None,
                 },
                 &out,
                 CancellationToken::new(),
@@ -302,6 +316,7 @@ mod tests {
                     body: "sleep 30 & sleep 30".into(),
                     env: vec![],
                     variables: vec![],
+                    cwd: None,
                 },
                 &out,
                 cancel,
