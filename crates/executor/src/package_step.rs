@@ -74,7 +74,7 @@ pub fn apply_retention(current: &Path, keep: usize) -> std::io::Result<Vec<PathB
     }
     // The current one counts as one of those kept.
     let keep_others = keep.saturating_sub(1);
-    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
     let mut removed = Vec::new();
     for (_, d) in dirs.into_iter().skip(keep_others) {
         std::fs::remove_dir_all(&d)?;
