@@ -71,6 +71,12 @@ async fn readme_tours_work_as_written() {
     assert_eq!(t["State"], "Success");
     assert!(t["Description"].as_str().unwrap().contains("to Test"));
 
+    let vars = run_shell(&s, &tour("vars"));
+    let out = text(&vars);
+    assert!(vars.status.success(), "variables tour failed:\n{out}");
+    assert!(out.contains("Connecting to dev-db.internal as Hello World with ********"), "{out}");
+    assert!(!out.contains("correct-horse-battery"), "{out}");
+
     let curl = run_shell(&s, &tour("curl"));
     let out = text(&curl);
     assert!(curl.status.success(), "curl tour failed:\n{out}");
