@@ -386,13 +386,36 @@ pub async fn list(
     require_space(&st, &space).await?;
     let params = Params::parse(raw.as_deref());
     let base = format!("/api/{space}/deployments");
-    let q = DocQuery {
+    let mut q = DocQuery {
         space_id: Some(space.clone()),
         newest_first: true,
         owner_in: params.list("projects"),
         ref1_in: params.list("environments"),
         ..DocQuery::new(C)
     };
+    let states = params.list("taskState");
+    if !states.is_empty() {
+        let mut wanted = Vec::new();
+        for s in &states {
+            match ferry_domain::task::TaskState::parse(s) {
+                Some(t) => wanted.push(t.as_str().to_string()),
+                None => return Err(ApiError::bad_request(format!("'{s}' is not a task state"))),
+            }
+        }
+        let (tasks, _) = st
+            .db
+            .list_tasks(&ferry_store::TaskQuery {
+                space_id: Some(space.clone()),
+                states: wanted,
+                ..ferry_store::TaskQuery::default()
+            })
+            .await?;
+        q.ids = tasks.into_iter().filter_map(|t| t.deployment_id).collect();
+        if q.ids.is_empty() {
+            // Nothing in those states: an id no document has.
+            q.ids.push("-".to_string());
+        }
+    }
     Ok(Json(list_page(&st, q, &params, "Deployment", &base, &format!("{base}{{/id}}{{?skip,take,ids,projects,environments,tenants,channels,taskState,partialName}}"), |d| render_row(&space, d)).await?))
 }
 

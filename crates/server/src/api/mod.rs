@@ -98,7 +98,18 @@ pub async fn list_page(
     template: &str,
     render: impl Fn(&DocRow) -> ApiResult<Value>,
 ) -> ApiResult<Value> {
-    q.ids = params.list("ids");
+    // A caller may pre-restrict the ids (e.g. deployments by task state); `ids=` narrows further.
+    let requested = params.list("ids");
+    q.ids = if q.ids.is_empty() {
+        requested
+    } else if requested.is_empty() {
+        q.ids
+    } else {
+        q.ids
+            .into_iter()
+            .filter(|i| requested.contains(i))
+            .collect()
+    };
     q.partial_name = params.get("partialName").map(str::to_string);
     q.name = params.get("name").map(str::to_string);
     let (skip, take) = (params.skip(), params.take());
