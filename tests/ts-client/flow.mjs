@@ -12,6 +12,9 @@
 // Every HTTP exchange made by the client is traced to stderr as `HTTP ...`.
 // See README.md for the environment variables.
 
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import api from "@octopusdeploy/api-client";
 
 const {
@@ -28,6 +31,10 @@ const {
   ServerTaskWaiter,
   SpaceServerTaskRepository,
   TaskState,
+  ZipPackageBuilder,
+  PackageRepository,
+  BuildInformationRepository,
+  OverwriteMode,
 } = api;
 
 const env = process.env;
@@ -39,6 +46,8 @@ const cfg = {
   environment: env.FERRY_ENVIRONMENT,
   releaseVersion: env.FERRY_RELEASE_VERSION,
   flow: (env.FERRY_FLOW || "deploy").toLowerCase(),
+  packageId: env.FERRY_PACKAGE_ID || "FerryTsPush",
+  packageVersion: env.FERRY_PACKAGE_VERSION || "1.0.0",
   pollMs: Number(env.FERRY_POLL_MS || 500),
   waitTimeoutMs: Number(env.FERRY_WAIT_TIMEOUT_MS || 120_000),
   overallTimeoutMs: Number(env.FERRY_FLOW_TIMEOUT_MS || 300_000),
@@ -134,15 +143,20 @@ watchdog.unref();
 
 // Error responses seen by the client (also those the waiter swallows, e.g. a failing cancel).
 const httpErrors = [];
+// Successful responses seen by the client (the push flow reads their statuses: the client
+// itself treats every 2xx alike).
+const httpResponses = [];
 
 // ---------------------------------------------------------------- stages shared by both flows
 
 async function stageConfig() {
   return stage("config", async () => {
-    const required = ["FERRY_URL", "FERRY_API_KEY", "FERRY_PROJECT", "FERRY_ENVIRONMENT", "FERRY_RELEASE_VERSION"];
+    const required = cfg.flow === "push"
+      ? ["FERRY_URL", "FERRY_API_KEY"]
+      : ["FERRY_URL", "FERRY_API_KEY", "FERRY_PROJECT", "FERRY_ENVIRONMENT", "FERRY_RELEASE_VERSION"];
     const missing = required.filter((k) => !env[k]);
     check(missing.length === 0, `missing environment variable(s): ${missing.join(", ")}`);
-    check(["deploy", "cancel"].includes(cfg.flow), `FERRY_FLOW must be "deploy" or "cancel", got "${cfg.flow}"`);
+    check(["deploy", "cancel", "push"].includes(cfg.flow), `FERRY_FLOW must be "deploy", "cancel" or "push", got "${cfg.flow}"`);
     check(/^https?:\/\//.test(cfg.url), `FERRY_URL must start with http:// or https://, got "${cfg.url}"`);
     return `flow=${cfg.flow} url=${cfg.url} space=${cfg.space} project=${cfg.project} environment=${cfg.environment} version=${cfg.releaseVersion}`;
   });
@@ -157,6 +171,7 @@ async function stageConnect(prereq) {
       userAgentApp: USER_AGENT_APP,
     });
     client.subscribeToResponses("ferry-trace", (d) => {
+      httpResponses.push(d);
       process.stderr.write(`HTTP ${d.method} ${d.url} -> ${d.statusCode}\n`);
     });
     client.subscribeToErrors("ferry-trace", (d) => {
@@ -477,6 +492,109 @@ async function cancelFlow(client, connect, space) {
   }, [cancel]);
 }
 
+// ---------------------------------------------------------------- push flow
+
+/** The status of the last package upload the client made (from its response/error hooks). */
+function lastUploadStatus(sinceResponses, sinceErrors) {
+  const isUpload = (d) => /\/packages\/raw(\?|$)/.test(String(d.url));
+  const seen = [
+    ...httpResponses.slice(sinceResponses).filter(isUpload),
+    ...httpErrors.slice(sinceErrors).filter(isUpload),
+  ];
+  check(seen.length === 1, `expected exactly one upload request, saw ${seen.length}`);
+  return seen[0].statusCode;
+}
+
+/**
+ * Packs a zip with ZipPackageBuilder and pushes it with PackageRepository.push in the three
+ * overwrite modes (what push-package-action does), recording each upload's status:
+ * FailIfExists 201, IgnoreIfExists 200, FailIfExists again 409 (the push throws), then
+ * OverwriteExisting 201. Then lists it and pushes build information for it.
+ */
+async function pushFlow(client, connect, space) {
+  const pack = await stage("pack", async () => {
+    const base = fs.mkdtempSync(path.join(os.tmpdir(), "ferry-ts-push-"));
+    const content = path.join(base, "content");
+    fs.mkdirSync(path.join(content, "bin"), { recursive: true });
+    fs.writeFileSync(path.join(content, "hello.txt"), "hello from the ts client\n");
+    fs.writeFileSync(path.join(content, "bin", "run.sh"), "#!/bin/sh\necho hi\n");
+    const out = path.join(base, "out");
+    fs.mkdirSync(out);
+    const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+    const cwd = process.cwd();
+    let name;
+    try {
+      name = await new ZipPackageBuilder().pack({
+        packageId: cfg.packageId, version: cfg.packageVersion, basePath: content,
+        inputFilePatterns: ["**/*"], outputFolder: out, logger: quiet,
+      });
+    } finally {
+      process.chdir(cwd); // the builder changes directory while it zips
+    }
+    const file = path.join(out, name);
+    check(fs.existsSync(file), `ZipPackageBuilder did not write ${file}`);
+    summary.packageFile = name;
+    return { value: file, detail: `${name} ${fs.statSync(file).size} bytes` };
+  }, [connect]);
+
+  const repo = new PackageRepository(client, cfg.space);
+  summary.pushStatuses = [];
+  const steps = [
+    ["FailIfExists", 201, false],
+    ["IgnoreIfExists", 200, false],
+    ["FailIfExists", 409, true],
+    ["OverwriteExisting", 201, false],
+  ];
+  for (const [mode, expected, throws] of steps) {
+    await stage(`push-${mode}-${expected}`, async () => {
+      const r = httpResponses.length;
+      const e = httpErrors.length;
+      let thrown;
+      try {
+        await repo.push([pack.value], OverwriteMode[mode]);
+      } catch (err) {
+        thrown = err;
+      }
+      const status = lastUploadStatus(r, e);
+      summary.pushStatuses.push(status);
+      check(status === expected, `${mode}: status ${status}, expected ${expected}`);
+      if (throws) {
+        check(thrown, `${mode} on an existing package did not throw`);
+        check(/already exists/.test(String(thrown.message)), `the error does not say the package exists: ${describeError(thrown)}`);
+      } else {
+        check(!thrown, `${mode} threw: ${describeError(thrown)}`);
+      }
+      return `${mode} -> ${status}${thrown ? ` (threw: ${oneLine(thrown.message, 120)})` : ""}`;
+    }, [pack, space]);
+  }
+
+  await stage("package-list", async () => {
+    const list = await repo.list({ filter: cfg.packageId, skip: 0, take: 30 });
+    check(Array.isArray(list?.Items), "package list returned no Items array");
+    const hit = list.Items.find((p) => p.PackageId === cfg.packageId && p.Version === cfg.packageVersion);
+    check(hit, `package ${cfg.packageId} ${cfg.packageVersion} not listed (got ${list.Items.map((p) => `${p.PackageId} ${p.Version}`).join(", ") || "none"})`);
+    check(hit.FeedId === "feeds-builtin", `FeedId ${hit.FeedId}`);
+    check(/^[0-9a-f]{40}$/.test(hit.Hash), `Hash ${hit.Hash} is not a SHA-1`);
+    check(hit.ReleaseNotes === null, `ReleaseNotes ${JSON.stringify(hit.ReleaseNotes)} is not null`);
+    summary.packageId = hit.Id;
+    return `${hit.Id} ${hit.PackageSizeBytes} bytes Hash=${hit.Hash}`;
+  }, [pack, space]);
+
+  await stage("build-information", async () => {
+    const r = httpResponses.length;
+    await new BuildInformationRepository(client, cfg.space).push({
+      spaceName: cfg.space,
+      BuildEnvironment: "GitHub Actions", BuildNumber: "42", BuildUrl: "https://github.com/o/r/actions/runs/1",
+      Branch: "main", VcsType: "Git", VcsRoot: "https://github.com/o/r", VcsCommitNumber: "abc123",
+      Commits: [{ Id: "abc123", Comment: "Add the thing" }],
+      Packages: [{ Id: cfg.packageId, Version: cfg.packageVersion }],
+    }, OverwriteMode.OverwriteExisting);
+    const seen = httpResponses.slice(r).filter((d) => /\/build-information/.test(String(d.url)));
+    check(seen.length === 1 && seen[0].statusCode === 201, `build information push answered ${seen.map((d) => d.statusCode).join(",")}`);
+    return "OverwriteExisting -> 201";
+  }, [pack, space]);
+}
+
 // ---------------------------------------------------------------- main
 
 async function main() {
@@ -486,6 +604,8 @@ async function main() {
   const space = await stageSpace(client, connect);
   if (cfg.flow === "cancel") {
     await cancelFlow(client, connect, space);
+  } else if (cfg.flow === "push") {
+    await pushFlow(client, connect, space);
   } else {
     await deployFlow(client, connect, space);
   }

@@ -11,6 +11,7 @@
 
 mod error;
 pub mod model;
+pub mod packages;
 pub mod process;
 pub mod tasklog;
 pub mod url;

@@ -303,6 +303,7 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
             let child = if step.actions.len() > 1 { ai + 1 } else { 0 };
             let dict = step_dictionary(&ctx, &base, &outputs, step, Some(action), number, child);
             let run = ActionRun {
+                ctx: &ctx,
                 ex,
                 logger: &logger,
                 step_act: &step_act,
@@ -621,6 +622,7 @@ impl ScriptOutput for LogOutput<'_> {
 
 /// Everything `run_action` needs about where it runs.
 struct ActionRun<'a> {
+    ctx: &'a Context,
     ex: &'a Executor,
     logger: &'a TaskLogger,
     step_act: &'a Activity,
@@ -633,6 +635,7 @@ struct ActionRun<'a> {
 
 async fn run_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, ActionOutput) {
     let ActionRun {
+        ctx,
         ex,
         logger,
         step_act,
@@ -645,6 +648,21 @@ async fn run_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, Actio
     let mut output = ActionOutput::default();
     match action.action_type.as_str() {
         "Octopus.Script" => {}
+        "Octopus.TentaclePackage" => {
+            return run_package_action(
+                ctx,
+                ex,
+                logger,
+                step_act,
+                step,
+                action,
+                task,
+                step_number,
+                cancel,
+                dict,
+            )
+            .await;
+        }
         other => {
             return (
                 ActionResult::Failed(format!(
@@ -731,4 +749,103 @@ async fn run_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, Actio
         }
     }
     (result, output)
+}
+
+/// A "Deploy a package" action on the built-in worker (see `deploy_package`).
+#[allow(clippy::too_many_arguments)]
+async fn run_package_action(
+    ctx: &Context,
+    ex: &Executor,
+    logger: &TaskLogger,
+    step_act: &Activity,
+    step: &DeploymentStep,
+    action: &DeploymentAction,
+    task: &TaskRow,
+    step_number: usize,
+    cancel: &CancellationToken,
+    dict: &Dictionary,
+) -> (ActionResult, ActionOutput) {
+    let mut output = ActionOutput::default();
+    let roles = step_roles(step);
+    let on_server = prop_is_true(action.prop("Octopus.Action.RunOnServer"));
+    if !on_server && !roles.is_empty() {
+        return (
+            ActionResult::Failed(format!(
+                "the step deploys to targets with the roles [{}], but there are no deployment targets in {} with those roles",
+                roles.join(", "),
+                ctx.environment.name
+            )),
+            output,
+        );
+    }
+    let Some(package_id) = crate::deploy_package::primary_package_id(action) else {
+        return (
+            ActionResult::Failed("the step names no package".to_string()),
+            output,
+        );
+    };
+    let Some(selected) = ctx.release.selected_packages.iter().find(|p| {
+        p.action_name.eq_ignore_ascii_case(&action.name) && p.package_reference_name.is_empty()
+    }) else {
+        return (
+            ActionResult::Failed(format!(
+                "release {} selected no version of the package {package_id} for this step",
+                ctx.release.version
+            )),
+            output,
+        );
+    };
+    let opts = template_options();
+    let props = match render_properties(action, dict, &opts) {
+        Ok(p) => p,
+        Err(e) => return (ActionResult::Failed(e), output),
+    };
+    let target: &dyn Target = &ex.local;
+    let target_act = logger.open(Some(step_act), target.name());
+    output.machine = target.name().to_string();
+    let out = LogOutput::new(logger, &target_act);
+    let run = crate::deploy_package::PackageRun {
+        ex,
+        logger,
+        activity: &target_act,
+        out: &out,
+        ticket: format!(
+            "{}-s{step_number}-{}",
+            task.id,
+            uuid::Uuid::new_v4().simple()
+        ),
+        space_id: &ctx.release.space_id,
+        environment: &ctx.environment.name,
+        tenant: None,
+        package: crate::deploy_package::SelectedPackage {
+            package_id,
+            version: selected.version.clone(),
+        },
+        props: &props,
+        dict,
+        cancel,
+        force_download: ctx.deployment.force_package_download,
+    };
+    let result = crate::deploy_package::run(run).await;
+    output.variables = out.take_variables();
+    match result {
+        Ok(r) => {
+            output.variables.push((
+                "Package.InstallationDirectoryPath".to_string(),
+                r.installation_dir.display().to_string(),
+                false,
+            ));
+            logger.close(&target_act, ActivityStatus::Success);
+            (ActionResult::Ok, output)
+        }
+        Err(e) if cancel.is_cancelled() => {
+            let _ = e;
+            logger.close(&target_act, ActivityStatus::Canceled);
+            (ActionResult::Canceled, output)
+        }
+        Err(e) => {
+            logger.close(&target_act, ActivityStatus::Failed);
+            (ActionResult::Failed(e), output)
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 mod deploy;
+pub mod deploy_package;
 pub mod log;
 pub mod package_step;
 pub mod service_message;
@@ -38,6 +39,10 @@ pub struct ExecutorConfig {
     pub server_uri: String,
     /// Opens sensitive values for the scripts that use them.
     pub master_key: Arc<ferry_crypto::MasterKey>,
+    /// The built-in worker's package cache (packages by hash).
+    pub package_cache: PathBuf,
+    /// Where the built-in worker installs packages: `<apps root>/<environment>/<id>/<version>`.
+    pub apps_root: PathBuf,
 }
 
 /// Why a running task was asked to stop.
@@ -62,10 +67,21 @@ pub struct Executor {
     running: Mutex<HashMap<String, Running>>,
     shutdown: CancellationToken,
     local: LocalTarget,
+    /// The built-in feed's files.
+    blobs: Option<Arc<dyn ferry_store::blobs::BlobStore>>,
 }
 
 impl Executor {
     pub fn new(db: Db, cfg: ExecutorConfig) -> Arc<Executor> {
+        Executor::with_blobs(db, cfg, None)
+    }
+
+    /// An executor that can deploy packages from the built-in feed's files.
+    pub fn with_blobs(
+        db: Db,
+        cfg: ExecutorConfig,
+        blobs: Option<Arc<dyn ferry_store::blobs::BlobStore>>,
+    ) -> Arc<Executor> {
         let local = LocalTarget::new(cfg.work_dir.clone());
         Arc::new(Executor {
             db,
@@ -74,6 +90,7 @@ impl Executor {
             running: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             local,
+            blobs,
         })
     }
 

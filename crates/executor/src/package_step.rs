@@ -26,18 +26,64 @@ pub fn installation_dir(
         base = base.join(safe_segment(t));
     }
     let base = base.join(safe_segment(package_id));
-    let first = base.join(safe_segment(version));
-    if !first.exists() {
-        return first;
-    }
-    let mut n = 1;
-    loop {
-        let p = base.join(format!("{}_{n}", safe_segment(version)));
-        if !p.exists() {
-            return p;
+    let v = safe_segment(version);
+    // Suffixes only grow (`1.0.0`, `1.0.0_1`, `1.0.0_2`, …), even after retention removed some,
+    // so a directory name never comes back.
+    let mut highest: Option<u64> = None;
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let n = if name == v {
+                Some(0)
+            } else {
+                name.strip_prefix(&format!("{v}_"))
+                    .and_then(|n| n.parse::<u64>().ok())
+            };
+            if let Some(n) = n {
+                highest = Some(highest.map_or(n, |h| h.max(n)));
+            }
         }
-        n += 1;
     }
+    let journal = read_journal(&base);
+    for name in &journal {
+        if name == &v {
+            highest = Some(highest.unwrap_or(0));
+        } else if let Some(n) = name
+            .strip_prefix(&format!("{v}_"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            highest = Some(highest.map_or(n, |h| h.max(n)));
+        }
+    }
+    match highest {
+        None => base.join(v),
+        Some(n) => base.join(format!("{v}_{}", n + 1)),
+    }
+}
+
+const JOURNAL: &str = ".ferry-installations";
+
+fn read_journal(package_dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(package_dir.join(JOURNAL))
+        .map(|t| {
+            t.lines()
+                .map(str::to_string)
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Records a finished installation in its package directory's journal (oldest first).
+pub fn record_installation(dir: &Path) -> std::io::Result<()> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Ok(());
+    };
+    let mut entries = read_journal(parent);
+    let name = name.to_string_lossy().to_string();
+    entries.retain(|e| e != &name);
+    entries.push(name);
+    std::fs::write(parent.join(JOURNAL), entries.join("\n") + "\n")
 }
 
 /// A name usable as one path segment: no separators, no `.`/`..`, no control characters.
@@ -58,28 +104,35 @@ pub fn safe_segment(s: &str) -> String {
     }
 }
 
-/// Removes earlier installations of a package, keeping the newest `keep` (by modification
-/// time) and never `current`. Returns the directories removed.
+/// Removes earlier installations of a package, keeping the last `keep` recorded in its
+/// journal (the current one always among them). Directories the journal does not list are
+/// never touched. Returns the directories removed.
 pub fn apply_retention(current: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
+    record_installation(current)?;
     let Some(parent) = current.parent() else {
         return Ok(Vec::new());
     };
-    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(parent)? {
-        let entry = entry?;
-        let meta = std::fs::symlink_metadata(entry.path())?;
-        if meta.is_dir() && entry.path() != current {
-            dirs.push((meta.modified()?, entry.path()));
+    let entries: Vec<String> = read_journal(parent)
+        .into_iter()
+        .filter(|e| parent.join(e).exists())
+        .collect();
+    let keep = keep.max(1);
+    let cut = entries.len().saturating_sub(keep);
+    let current_name = current.file_name().map(|n| n.to_string_lossy().to_string());
+    let mut removed = Vec::new();
+    let mut kept = Vec::new();
+    for (i, e) in entries.into_iter().enumerate() {
+        if i < cut && Some(&e) != current_name.as_ref() {
+            let d = parent.join(&e);
+            if std::fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir()) {
+                std::fs::remove_dir_all(&d)?;
+                removed.push(d);
+            }
+        } else {
+            kept.push(e);
         }
     }
-    // The current one counts as one of those kept.
-    let keep_others = keep.saturating_sub(1);
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
-    let mut removed = Vec::new();
-    for (_, d) in dirs.into_iter().skip(keep_others) {
-        std::fs::remove_dir_all(&d)?;
-        removed.push(d);
-    }
+    std::fs::write(parent.join(JOURNAL), kept.join("\n") + "\n")?;
     Ok(removed)
 }
 
@@ -203,25 +256,32 @@ mod tests {
     #[test]
     fn retention_keeps_the_newest_and_the_current() {
         let t = tempfile::tempdir().unwrap();
-        let base = t.path().join("Env/Pkg");
-        for (i, v) in ["1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4"]
-            .iter()
-            .enumerate()
-        {
-            std::fs::create_dir_all(base.join(v)).unwrap();
-            let f = std::fs::File::open(base.join(v)).unwrap();
-            let when = std::time::SystemTime::UNIX_EPOCH
-                + std::time::Duration::from_secs(1_000 + i as u64);
-            f.set_modified(when).unwrap();
+        let mut made = Vec::new();
+        for _ in 0..5 {
+            let d = installation_dir(t.path(), "Env", None, "Pkg", "1.0.0");
+            std::fs::create_dir_all(&d).unwrap();
+            apply_retention(&d, 3).unwrap();
+            made.push(d.file_name().unwrap().to_string_lossy().to_string());
         }
-        let removed = apply_retention(&base.join("1.0.4"), 3).unwrap();
-        assert_eq!(removed.len(), 2);
-        let mut left: Vec<String> = std::fs::read_dir(&base)
+        assert_eq!(
+            made,
+            vec!["1.0.0", "1.0.0_1", "1.0.0_2", "1.0.0_3", "1.0.0_4"]
+        );
+        let mut left: Vec<String> = std::fs::read_dir(t.path().join("Env/Pkg"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| !n.starts_with('.'))
             .collect();
         left.sort();
-        assert_eq!(left, vec!["1.0.2", "1.0.3", "1.0.4"]);
+        assert_eq!(left, vec!["1.0.0_2", "1.0.0_3", "1.0.0_4"]);
+        // A directory the journal does not list is never removed.
+        std::fs::create_dir_all(t.path().join("Env/Pkg/manual")).unwrap();
+        let d = installation_dir(t.path(), "Env", None, "Pkg", "2.0.0");
+        std::fs::create_dir_all(&d).unwrap();
+        apply_retention(&d, 1).unwrap();
+        assert!(t.path().join("Env/Pkg/manual").exists());
+        assert!(d.exists());
+        assert!(!t.path().join("Env/Pkg/1.0.0_4").exists());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The client half of the `ferry` command line: environments, projects, deployment
-//! processes, variables, releases, deployments and tasks, over the REST API through
-//! `ferry-client`.
+//! processes, variables, releases, deployments, tasks and packages, over the REST API through
+//! `ferry-client` (`ferry package pack` works locally, through `ferry-packages`).
 //!
 //! `main.rs` flattens [`ClientCommand`] next to `ferry server` and calls [`run`], whose
 //! return value is the process exit code. The codes are a contract for scripts and are
@@ -116,6 +116,68 @@ pub enum ClientCommand {
     /// Wait for, read and cancel server tasks
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Push, pack and list packages of the built-in feed
+    #[command(subcommand)]
+    Package(PackageCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PackageCommand {
+    /// Upload package files (named PackageId.Version.ext) to the built-in feed
+    Push {
+        /// Package files, e.g. MyApp.1.2.3.zip
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// What to do when the version is already in the feed
+        #[arg(long, value_enum, default_value_t = OverwriteArg::Fail)]
+        overwrite_mode: OverwriteArg,
+    },
+    /// Make a package file (PackageId.Version.ext) from the contents of a directory
+    Pack {
+        /// Package id, e.g. MyApp
+        #[arg(long)]
+        id: String,
+        /// Package version, e.g. 1.2.3
+        #[arg(long)]
+        version: String,
+        #[arg(long, value_enum, default_value_t = PackFormatArg::Zip)]
+        format: PackFormatArg,
+        /// Directory whose contents go into the package
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Directory to write the package into [default: the current directory]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Replace a package file of the same name
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// List the packages in the built-in feed (by id, highest version first)
+    List {
+        /// Only package ids containing this text (case-insensitive)
+        #[arg(long)]
+        filter: Option<String>,
+        /// Only the highest version of each package id
+        #[arg(long)]
+        latest: bool,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverwriteArg {
+    /// Fail when the version exists (FailIfExists)
+    Fail,
+    /// Replace the existing file (OverwriteExisting)
+    Overwrite,
+    /// Keep the existing file and succeed (IgnoreIfExists)
+    Ignore,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackFormatArg {
+    Zip,
+    #[value(name = "tar.gz")]
+    TarGz,
 }
 
 #[derive(Subcommand, Debug)]
@@ -330,6 +392,10 @@ enum Failure {
     Client(ClientError),
     Edit(EditError),
     Usage(String),
+    /// A local operation failed (packing a directory).
+    Local(String),
+    /// Several operations failed, each already reported; the exit code of the first.
+    Several(i32, String),
     TasksUnsuccessful(String),
     TimedOut(String),
     Output(io::Error),
@@ -352,7 +418,8 @@ impl Failure {
         match self {
             Failure::Client(ClientError::Transport(_)) => exit::UNREACHABLE,
             Failure::Client(ClientError::InvalidUrl { .. }) | Failure::Usage(_) => exit::USAGE,
-            Failure::Client(_) | Failure::Edit(_) => exit::API_ERROR,
+            Failure::Client(_) | Failure::Edit(_) | Failure::Local(_) => exit::API_ERROR,
+            Failure::Several(code, _) => *code,
             Failure::TasksUnsuccessful(_) => exit::TASK_UNSUCCESSFUL,
             Failure::TimedOut(_) => exit::TIMED_OUT,
             Failure::Output(error) if error.kind() == io::ErrorKind::BrokenPipe => exit::SUCCESS,
@@ -378,6 +445,8 @@ impl Failure {
             Failure::Client(error) => vec![format!("error: {error}")],
             Failure::Edit(error) => vec![format!("error: {error}")],
             Failure::Usage(message)
+            | Failure::Local(message)
+            | Failure::Several(_, message)
             | Failure::TasksUnsuccessful(message)
             | Failure::TimedOut(message) => vec![format!("error: {message}")],
             Failure::Output(error) if error.kind() == io::ErrorKind::BrokenPipe => Vec::new(),
@@ -462,6 +531,26 @@ async fn execute(conn: &ConnArgs, command: ClientCommand) -> Result<(), Failure>
         ClientCommand::Task(command) => {
             let session = Session::open(conn).await?;
             task(&session, command).await
+        }
+        ClientCommand::Package(PackageCommand::Pack {
+            id,
+            version,
+            format,
+            dir,
+            out,
+            overwrite,
+        }) => pack(
+            conn.output == OutputFormat::Json,
+            &id,
+            &version,
+            format,
+            &dir,
+            out,
+            overwrite,
+        ),
+        ClientCommand::Package(command) => {
+            let session = Session::open(conn).await?;
+            package(&session, command).await
         }
     }
 }
@@ -1081,6 +1170,232 @@ fn task_summary(task: &ServerTask) -> String {
         summary.push_str(&format!(" ({error})"));
     }
     summary
+}
+
+// ---- packages ----
+
+async fn package(session: &Session, command: PackageCommand) -> Result<(), Failure> {
+    match command {
+        PackageCommand::Push {
+            files,
+            overwrite_mode,
+        } => push_packages(session, &files, overwrite_mode).await,
+        PackageCommand::List { filter, latest } => {
+            let items = session
+                .client
+                .packages(&session.space_id, filter.as_deref(), latest)
+                .await?;
+            if session.json() {
+                return print_json(&Value::Array(items));
+            }
+            if items.is_empty() {
+                return print_line("No packages");
+            }
+            let text = |item: &Value, key: &str| {
+                item.get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let rows = items
+                .iter()
+                .map(|item| {
+                    vec![
+                        text(item, "PackageId"),
+                        text(item, "Version"),
+                        human_size(
+                            item.get("PackageSizeBytes")
+                                .and_then(Value::as_u64)
+                                .unwrap_or_default(),
+                        ),
+                        text(item, "Published"),
+                    ]
+                })
+                .collect();
+            print_table(&["PACKAGE", "VERSION", "SIZE", "PUBLISHED"], rows)
+        }
+        PackageCommand::Pack { .. } => Err(Failure::Usage(
+            "ferry package pack runs without a server".to_owned(),
+        )),
+    }
+}
+
+/// Pushes each file in turn; a failed file does not stop the others, and the first failure
+/// decides the exit code.
+async fn push_packages(
+    session: &Session,
+    files: &[PathBuf],
+    mode: OverwriteArg,
+) -> Result<(), Failure> {
+    use ferry_client::packages::{OverwriteMode, Pushed};
+    let mode = match mode {
+        OverwriteArg::Fail => OverwriteMode::FailIfExists,
+        OverwriteArg::Overwrite => OverwriteMode::OverwriteExisting,
+        OverwriteArg::Ignore => OverwriteMode::IgnoreIfExists,
+    };
+    // Unreadable files and names that are not PackageId.Version.ext are usage errors, found
+    // before anything is uploaded.
+    for file in files {
+        let meta = std::fs::metadata(file)
+            .map_err(|error| Failure::Usage(format!("cannot read {}: {error}", file.display())))?;
+        if !meta.is_file() {
+            return Err(Failure::Usage(format!("{} is not a file", file.display())));
+        }
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        ferry_packages::filename::parse(&name)
+            .map_err(|error| Failure::Usage(error.to_string()))?;
+    }
+    let (mut failed, mut first_code) = (0, None);
+    let mut pushed = Vec::new();
+    for file in files {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let result = session
+            .client
+            .push_package(
+                &session.space_id,
+                file,
+                mode,
+                Some(progress_printer(name.clone())),
+            )
+            .await;
+        match result {
+            Ok(outcome) => {
+                let p = outcome.package();
+                let field = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default();
+                if !session.json() {
+                    let verb = match &outcome {
+                        Pushed::Stored(_) => "Uploaded package",
+                        Pushed::Ignored(_) => "Ignored existing package",
+                    };
+                    print_line(format!(
+                        "{verb} {} {} ({})",
+                        field("PackageId"),
+                        field("Version"),
+                        field("Id")
+                    ))?;
+                }
+                pushed.push(p.clone());
+            }
+            Err(error) if files.len() == 1 => return Err(Failure::Client(error)),
+            Err(error) => {
+                let failure = Failure::Client(error);
+                let mut stderr = io::stderr().lock();
+                let _ = writeln!(stderr, "{name}: not pushed");
+                for line in failure.message_lines(session.client.has_api_key()) {
+                    let _ = writeln!(stderr, "{line}");
+                }
+                failed += 1;
+                first_code.get_or_insert(failure.exit_code());
+            }
+        }
+    }
+    if session.json() {
+        print_json(&Value::Array(pushed))?;
+    }
+    match first_code {
+        Some(code) => Err(Failure::Several(
+            code,
+            format!("{failed} of {} packages were not pushed", files.len()),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Prints `NAME: 40% (4.0 MiB of 10.0 MiB)` to standard error at each further tenth.
+fn progress_printer(name: String) -> ferry_client::packages::Progress {
+    let last = std::sync::atomic::AtomicU64::new(u64::MAX);
+    std::sync::Arc::new(move |sent: u64, total: u64| {
+        let tenth = sent.saturating_mul(10).checked_div(total).unwrap_or(10);
+        if last.swap(tenth, std::sync::atomic::Ordering::Relaxed) != tenth {
+            let _ = writeln!(
+                io::stderr().lock(),
+                "{name}: {}% ({} of {})",
+                tenth * 10,
+                human_size(sent),
+                human_size(total)
+            );
+        }
+    })
+}
+
+/// `512 B`, `1.5 KiB`, `12.0 MiB`, `1.2 GiB`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `ferry package pack`: writes `OUT/Id.Version.ext` from the contents of `dir`.
+fn pack(
+    json: bool,
+    id: &str,
+    version: &str,
+    format: PackFormatArg,
+    dir: &std::path::Path,
+    out: Option<PathBuf>,
+    overwrite: bool,
+) -> Result<(), Failure> {
+    use ferry_packages::filename::PackageFormat;
+    let format = match format {
+        PackFormatArg::Zip => PackageFormat::Zip,
+        PackFormatArg::TarGz => PackageFormat::TarGz,
+    };
+    let parsed = ferry_domain::version::Version::parse(version).ok_or_else(|| {
+        Failure::Usage(format!(
+            "'{version}' is not a valid version: expected 1 to 4 numbers separated by dots, optionally followed by -prerelease and +metadata (e.g. 1.2.3 or 2.0.0-beta.1)"
+        ))
+    })?;
+    let name = ferry_packages::filename::file_name(id, &parsed, format)
+        .map_err(|error| Failure::Usage(error.to_string()))?;
+    let out_dir = out.unwrap_or_else(|| PathBuf::from("."));
+    if !dir.is_dir() {
+        return Err(Failure::Usage(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|error| Failure::Usage(format!("cannot create {}: {error}", out_dir.display())))?;
+    let target = out_dir.join(&name);
+    if target.exists() && !overwrite {
+        return Err(Failure::Usage(format!(
+            "{} exists; pass --overwrite to replace it",
+            target.display()
+        )));
+    }
+    let summary = ferry_packages::archive::pack(dir, &target, format)
+        .map_err(|error| Failure::Local(error.to_string()))?;
+    let size = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+    if json {
+        return print_json(&serde_json::json!({
+            "File": target.display().to_string(),
+            "PackageId": id,
+            "Version": version,
+            "Files": summary.files,
+            "SizeBytes": size,
+        }));
+    }
+    print_line(format!(
+        "Packed {} file{} into {} ({})",
+        summary.files,
+        if summary.files == 1 { "" } else { "s" },
+        target.display(),
+        human_size(size)
+    ))
 }
 
 // ---- output ----

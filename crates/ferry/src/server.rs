@@ -52,7 +52,22 @@ pub struct ServerArgs {
     /// An API key for the admin user (API- and 26 or more uppercase letters or digits).
     #[arg(long, env = "FERRY_ADMIN_API_KEY", hide_env_values = true)]
     admin_api_key: Option<String>,
+    /// Built-in feed retention, hourly: delete packages published more than this many days ago
+    /// (never a version a release uses).
+    #[arg(long, env = "FERRY_PACKAGE_RETENTION_DAYS", value_name = "DAYS")]
+    package_retention_days: Option<u32>,
+    /// Built-in feed retention, hourly: keep only this many of the highest versions of each
+    /// package id (never deleting a version a release uses). With --package-retention-days too,
+    /// a package goes only when both rules select it.
+    #[arg(long, env = "FERRY_PACKAGE_RETENTION_VERSIONS", value_name = "N")]
+    package_retention_versions: Option<u32>,
 }
+
+/// How often the built-in feed's retention policy is applied.
+const PACKAGE_RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Temporary upload files older than this are left from a process that died mid-upload.
+const STALE_UPLOAD_AGE: Duration = Duration::from_secs(3600);
 
 pub fn main(args: ServerArgs) -> i32 {
     init_tracing(args.log_format);
@@ -202,8 +217,28 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .trim_end_matches('/')
         .to_string();
 
+    // The built-in feed's files: DATA_DIR/packages/sha256/ab/abcdef…, uploads staged in
+    // DATA_DIR/packages/tmp.
+    let blobs: Arc<dyn ferry_store::blobs::BlobStore> = Arc::new(
+        ferry_store::blobs::LocalDirStore::open(&data_dir.join("packages")).with_context(|| {
+            format!(
+                "could not create the package store in {}",
+                data_dir.join("packages").display()
+            )
+        })?,
+    );
+    match blobs.sweep_staging(STALE_UPLOAD_AGE).await {
+        Ok(n) if n > 0 => tracing::info!(count = n, "removed unfinished package uploads"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not sweep unfinished package uploads"),
+    }
+    let retention = ferry_server::api::retention::Policy {
+        older_than_days: args.package_retention_days,
+        keep_versions: args.package_retention_versions,
+    };
+
     let node = node_name(&data_dir, args.node_name.clone())?;
-    let executor = Executor::new(
+    let executor = Executor::with_blobs(
         db.clone(),
         ExecutorConfig {
             node: node.clone(),
@@ -212,7 +247,10 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
             work_dir: data_dir.join("work"),
             server_uri: public_url.clone(),
             master_key: Arc::new(key.clone()),
+            package_cache: data_dir.join("work").join("package-cache"),
+            apps_root: data_dir.join("applications"),
         },
+        Some(blobs.clone()),
     );
     let recovered = executor
         .recover()
@@ -237,7 +275,17 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         master_key: Arc::new(key.clone()),
         metrics: Arc::default(),
         routes: Arc::new(ferry_server::routes::table()),
+        packages: Arc::new(ferry_server::api::packages::PackageStorage::new(
+            blobs, retention,
+        )),
     };
+    let retention_job = retention.is_active().then(|| {
+        tokio::spawn(ferry_server::api::retention::periodic(
+            state.clone(),
+            retention,
+            PACKAGE_RETENTION_INTERVAL,
+        ))
+    });
 
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -276,6 +324,9 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: waiting for running tasks");
     executor.shutdown(ferry_server::SHUTDOWN_GRACE).await;
     worker.abort();
+    if let Some(job) = retention_job {
+        job.abort();
+    }
     db.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -49,6 +49,8 @@ pub struct AppState {
     pub master_key: Arc<ferry_crypto::MasterKey>,
     pub metrics: Arc<metrics::Metrics>,
     pub routes: Arc<routes::RouteTable>,
+    /// The built-in feed's file storage.
+    pub packages: Arc<api::packages::PackageStorage>,
 }
 
 /// The version string reported in the root document. It must be valid semver of at least
@@ -131,14 +133,32 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Whether a request goes to a route that streams its body instead of reading it whole (the
+/// package upload, `POST /api/{space}/packages/raw`), so no body size limit applies. Registered
+/// with `Routes::add_streaming`.
+pub fn streams_request_body(method: &axum::http::Method, path: &str) -> bool {
+    let mut segments = path.trim_end_matches('/').split('/');
+    method == axum::http::Method::POST
+        && segments.next() == Some("")
+        && segments.next() == Some("api")
+        && segments.next().is_some_and(ferry_domain::ids::is_space_id)
+        && segments.next() == Some("packages")
+        && segments.next() == Some("raw")
+        && segments.next().is_none()
+}
+
 /// Refuses a body whose declared length is over the limit before reading any of it (the
-/// extractors also stop reading at the limit when no length is declared).
+/// extractors also stop reading at the limit when no length is declared). Streaming routes
+/// (package uploads) are exempt.
 async fn declared_length_limit(
     axum::extract::State(st): axum::extract::State<AppState>,
     req: Request<Body>,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    if streams_request_body(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
     let declared = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -198,5 +218,35 @@ mod tests {
         assert_eq!(rw("/api/"), "/api");
         assert_eq!(rw("/api"), "/api");
         assert_eq!(rw("/metrics"), "/metrics");
+    }
+
+    #[test]
+    fn only_the_package_upload_streams() {
+        use axum::http::Method;
+        assert!(streams_request_body(
+            &Method::POST,
+            "/api/Spaces-1/packages/raw"
+        ));
+        assert!(streams_request_body(
+            &Method::POST,
+            "/api/Spaces-12/packages/raw/"
+        ));
+        assert!(!streams_request_body(
+            &Method::GET,
+            "/api/Spaces-1/packages/raw"
+        ));
+        assert!(!streams_request_body(
+            &Method::POST,
+            "/api/Spaces-1/packages"
+        ));
+        assert!(!streams_request_body(
+            &Method::POST,
+            "/api/Spaces-1/projects/raw"
+        ));
+        assert!(!streams_request_body(&Method::POST, "/api/packages/raw"));
+        assert!(!streams_request_body(
+            &Method::POST,
+            "/api/Spaces-1/packages/raw/x"
+        ));
     }
 }

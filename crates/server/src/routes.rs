@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{delete, get, post, put};
@@ -12,8 +13,9 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::api::{
-    channels, deployments, environments, events, executions, libraryvariablesets, lifecycles, misc,
-    process, projectgroups, projects, releases, spaces, tasks, variables,
+    buildinfo, channels, deployments, environments, events, executions, libraryvariablesets,
+    lifecycles, misc, packages, process, projectgroups, projects, releases, retention, spaces,
+    tasks, variables,
 };
 
 /// Octopus's permission names, as far as Ferry's endpoints need them. `Anonymous` endpoints
@@ -60,6 +62,11 @@ pub enum Permission {
     TaskCancel,
     EventView,
     FeedView,
+    BuiltInFeedPush,
+    BuiltInFeedAdminister,
+    BuiltInFeedDownload,
+    BuildInformationPush,
+    BuildInformationAdminister,
     UserView,
 }
 
@@ -166,7 +173,7 @@ impl Routes {
 
     /// Registers a handler. The permission is required: there is no other way to add a route.
     pub fn add<H, T>(
-        mut self,
+        self,
         method: Method,
         path: &'static str,
         permission: Permission,
@@ -177,12 +184,49 @@ impl Routes {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        let mr = match method.as_str() {
+        self.add_route(method, path, permission, summary, handler, false)
+    }
+
+    /// Like [`Routes::add`], for a handler that streams a request body of any size itself (a
+    /// package upload): no body limit applies to it. `crate::streams_request_body` must name
+    /// the same route, so the declared-length check lets it through too.
+    pub fn add_streaming<H, T>(
+        self,
+        method: Method,
+        path: &'static str,
+        permission: Permission,
+        summary: &'static str,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add_route(method, path, permission, summary, handler, true)
+    }
+
+    fn add_route<H, T>(
+        mut self,
+        method: Method,
+        path: &'static str,
+        permission: Permission,
+        summary: &'static str,
+        handler: H,
+        unlimited_body: bool,
+    ) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let mut mr = match method.as_str() {
             "GET" => get(handler),
             "POST" => post(handler),
             "PUT" => put(handler),
             _ => delete(handler),
         };
+        if unlimited_body {
+            mr = mr.layer(DefaultBodyLimit::disable());
+        }
         self.router = self.router.route(path, mr);
         self.table
             .index
@@ -841,6 +885,113 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             P::FeedView,
             "Get a feed",
             misc::feed,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/feeds/{id}/packages",
+            P::FeedView,
+            "Search a feed's packages (latest version of each unless includeMultipleVersions)",
+            packages::feed_packages,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/feeds/{id}/packages/versions",
+            P::FeedView,
+            "Versions of a package in a feed, highest first",
+            packages::feed_versions,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/feeds/{id}/packages/search",
+            P::FeedView,
+            "Package ids in a feed containing a term",
+            packages::feed_search,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/feeds/{id}/retention",
+            P::BuiltInFeedAdminister,
+            "Apply a retention policy to the built-in feed now",
+            retention::apply,
+        )
+        // The built-in feed's packages
+        .add_streaming(
+            M::POST,
+            "/api/{space_id}/packages/raw",
+            P::BuiltInFeedPush,
+            "Push a package (multipart, streamed; overwriting needs BuiltInFeedAdminister)",
+            packages::push,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/packages",
+            P::FeedView,
+            "List the built-in feed's packages",
+            packages::list,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/packages/all",
+            P::FeedView,
+            "All of the built-in feed's packages",
+            packages::all,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/packages/{id}",
+            P::FeedView,
+            "Get a package",
+            packages::get,
+        )
+        .add(
+            M::DELETE,
+            "/api/{space_id}/packages/{id}",
+            P::BuiltInFeedAdminister,
+            "Delete a package",
+            packages::remove,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/packages/{id}/raw",
+            P::BuiltInFeedDownload,
+            "Download a package's file",
+            packages::raw,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/packages/{id}/{version}/delta-signature",
+            P::FeedView,
+            "Delta signature of a package (404: whole uploads only)",
+            packages::delta_signature,
+        )
+        // Build information
+        .add(
+            M::GET,
+            "/api/{space_id}/build-information",
+            P::FeedView,
+            "List build information",
+            buildinfo::list,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/build-information",
+            P::BuildInformationPush,
+            "Push build information (overwriting needs BuildInformationAdminister)",
+            buildinfo::push,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/build-information/{id}",
+            P::FeedView,
+            "Get build information",
+            buildinfo::get,
+        )
+        .add(
+            M::DELETE,
+            "/api/{space_id}/build-information/{id}",
+            P::BuildInformationAdminister,
+            "Delete build information",
+            buildinfo::remove,
         );
     (r.router, r.table)
 }

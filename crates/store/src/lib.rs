@@ -7,7 +7,10 @@
 
 mod migrate;
 pub use migrate::versions as migration_versions;
+pub mod blobs;
+pub mod packages;
 mod rows;
+pub use packages::*;
 
 use std::str::FromStr;
 use std::time::Duration;

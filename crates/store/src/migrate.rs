@@ -5,12 +5,20 @@
 use crate::{Db, Result, StoreError};
 
 /// (version, name, sqlite sql, postgres sql). Append-only: never edit a landed migration.
-pub(crate) const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+pub(crate) const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "packages",
+        include_str!("../migrations/sqlite/0002_packages.sql"),
+        include_str!("../migrations/postgres/0002_packages.sql"),
+    ),
+];
 
 /// The migration versions compiled into this binary (for the tidy test).
 pub fn versions() -> Vec<i64> {

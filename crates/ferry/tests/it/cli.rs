@@ -74,7 +74,10 @@ async fn readme_tours_work_as_written() {
     let vars = run_shell(&s, &tour("vars"));
     let out = text(&vars);
     assert!(vars.status.success(), "variables tour failed:\n{out}");
-    assert!(out.contains("Connecting to dev-db.internal as Hello World with ********"), "{out}");
+    assert!(
+        out.contains("Connecting to dev-db.internal as Hello World with ********"),
+        "{out}"
+    );
     assert!(!out.contains("correct-horse-battery"), "{out}");
 
     let curl = run_shell(&s, &tour("curl"));

@@ -10,6 +10,8 @@ mod harness;
 mod api;
 mod cli;
 mod deploy_vars;
+mod package_deploy;
+mod packages;
 mod pg;
 mod resilience;
 mod store_contract;

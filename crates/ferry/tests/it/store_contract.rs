@@ -8,9 +8,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
+use ferry_domain::version::Version;
 use ferry_store::{
-    ActivityRow, ApiKeyRow, Backend, Db, DocQuery, DocRow, EventQuery, EventRow, NewLogLine,
-    StoreError, TaskQuery, TaskRow, UserRow, name_key,
+    ActivityRow, ApiKeyRow, Backend, BuildInfoQuery, BuildInfoRow, Db, DocQuery, DocRow,
+    EventQuery, EventRow, NewLogLine, PackageQuery, PackageRow, StoreError, TaskQuery, TaskRow,
+    UserRow, name_key, package_key, version_key, version_sort_key,
 };
 use serde_json::json;
 
@@ -157,6 +159,9 @@ pub async fn suite(db: Db) {
     task_log(&db).await;
     events(&db).await;
     users_and_api_keys(&db).await;
+    packages(&db).await;
+    concurrent_package_inserts(&db).await;
+    build_information(&db).await;
     assert_eq!(db.integrity_check().await.unwrap(), "ok");
     db.close().await;
     eprintln!("store contract on {:?}: {:?}", db.backend(), t.elapsed());
@@ -1796,6 +1801,505 @@ async fn users_and_api_keys(db: &Db) {
     .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(db.find_api_key("orphan").await.unwrap(), None);
+}
+
+// ---- packages and build information -------------------------------------------------------
+
+fn package(space: &str, id: &str, version: &str, sha: char, published: i64) -> PackageRow {
+    let v = Version::parse(version).unwrap();
+    let mut p = PackageRow::keyed(space, "feeds-builtin", id, version, &v);
+    p.sha256 = sha.to_string().repeat(64);
+    p.sha1 = sha.to_string().repeat(40);
+    p.size_bytes = 1234;
+    p.file_extension = ".zip".to_string();
+    p.title = "Tïtle ✓".to_string();
+    p.release_notes = "notes 'quoted'".to_string();
+    p.published = published;
+    p
+}
+
+fn pkg_list(rows: &[PackageRow]) -> Vec<String> {
+    ids(rows, |p| {
+        format!("{}/{} {}", p.space_id, p.package_id, p.version)
+    })
+}
+
+async fn packages(db: &Db) {
+    let rows = [
+        package("Spaces-1", "Acme.Web", "1.9.0", 'a', T0 + 1),
+        package("Spaces-1", "Acme.Web", "1.10.0", 'b', T0 + 2),
+        package("Spaces-1", "Acme.Web", "1.10.0-rc.2", 'c', T0 + 3),
+        package("Spaces-1", "Acme.Web", "1.10.0-rc.10", 'c', T0 + 4),
+        package("Spaces-1", "acme_web", "2.0.0", 'd', T0 + 5),
+        package("Spaces-1", "Acme-Web", "0.1.0", 'd', T0 + 6),
+        package("Spaces-1", "Zeta", "1.0.0-Beta", 'e', T0 + 7),
+        package("Spaces-1", "zeta", "1.0.0-alpha", 'e', T0 + 8),
+        package("Spaces-2", "Acme.Web", "3.0.0", 'f', T0 + 9),
+    ];
+    let mut tx = db.begin().await.unwrap();
+    for r in &rows {
+        tx.insert_package(r).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    // The same id and version in another spelling is the same package.
+    for (id, version) in [
+        ("acme.web", "1.9"),
+        ("ACME.WEB", "1.9.0.0"),
+        ("Acme.Web", "1.9.0+meta"),
+    ] {
+        let mut tx = db.begin().await.unwrap();
+        let dup = package("Spaces-1", id, version, 'z', T0);
+        assert!(
+            matches!(tx.insert_package(&dup).await, Err(StoreError::Conflict)),
+            "{id} {version}"
+        );
+        tx.rollback().await.unwrap();
+    }
+    // A rolled-back insert leaves nothing.
+    let mut tx = db.begin().await.unwrap();
+    tx.insert_package(&package("Spaces-1", "Gone", "1.0.0", 'g', T0))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        db.get_package("Spaces-1", "packages-Gone.1.0.0")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Get by id (exact, within the space) and find by keys.
+    let got = db
+        .get_package("Spaces-1", "packages-Acme.Web.1.10.0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, rows[1]);
+    assert_eq!(
+        db.get_package("Spaces-2", "packages-Acme.Web.1.10.0")
+            .await
+            .unwrap(),
+        None
+    );
+    let ten = Version::parse("1.10").unwrap();
+    let found = db
+        .find_package("Spaces-1", &package_key("ACME.web"), &version_key(&ten))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, "packages-Acme.Web.1.10.0");
+    let mut tx = db.begin().await.unwrap();
+    assert_eq!(
+        tx.find_package("Spaces-1", "acme.web", "1.10.0")
+            .await
+            .unwrap(),
+        Some(rows[1].clone())
+    );
+    tx.rollback().await.unwrap();
+
+    // Order: id key (byte order: '-' < '.' < '_'), then version descending by the domain's
+    // rules (1.10.0 > 1.10.0-rc.10 > 1.10.0-rc.2 > 1.9.0); the same on both backends.
+    let list = |q: PackageQuery| async move {
+        let (rows, total) = db.list_packages(&q).await.unwrap();
+        (pkg_list(&rows), total)
+    };
+    let space1 = PackageQuery {
+        space_id: Some("Spaces-1".into()),
+        ..PackageQuery::default()
+    };
+    assert_eq!(
+        list(space1.clone()).await,
+        (
+            v(&[
+                "Spaces-1/Acme-Web 0.1.0",
+                "Spaces-1/Acme.Web 1.10.0",
+                "Spaces-1/Acme.Web 1.10.0-rc.10",
+                "Spaces-1/Acme.Web 1.10.0-rc.2",
+                "Spaces-1/Acme.Web 1.9.0",
+                "Spaces-1/acme_web 2.0.0",
+                "Spaces-1/Zeta 1.0.0-Beta",
+                "Spaces-1/zeta 1.0.0-alpha",
+            ]),
+            8
+        )
+    );
+    assert_eq!(list(PackageQuery::default()).await.1, 9);
+    assert_eq!(
+        list(PackageQuery {
+            latest_only: true,
+            ..space1.clone()
+        })
+        .await
+        .0,
+        v(&[
+            "Spaces-1/Acme-Web 0.1.0",
+            "Spaces-1/Acme.Web 1.10.0",
+            "Spaces-1/acme_web 2.0.0",
+            "Spaces-1/Zeta 1.0.0-Beta",
+        ])
+    );
+    // Latest among what the other filters keep.
+    assert_eq!(
+        list(PackageQuery {
+            latest_only: true,
+            version_filter: Some("RC".into()),
+            ..space1.clone()
+        })
+        .await
+        .0,
+        v(&["Spaces-1/Acme.Web 1.10.0-rc.10"])
+    );
+    assert_eq!(
+        list(PackageQuery {
+            latest_only: true,
+            exclude_pre_release: true,
+            ..space1.clone()
+        })
+        .await,
+        (
+            v(&[
+                "Spaces-1/Acme-Web 0.1.0",
+                "Spaces-1/Acme.Web 1.10.0",
+                "Spaces-1/acme_web 2.0.0",
+            ]),
+            3
+        )
+    );
+    // Exact id, case-insensitive; substring filters with LIKE's characters taken literally.
+    assert_eq!(
+        list(PackageQuery {
+            package_id: Some("ZETA".into()),
+            ..PackageQuery::default()
+        })
+        .await
+        .1,
+        2
+    );
+    assert_eq!(
+        list(PackageQuery {
+            filter: Some("ACME.".into()),
+            ..space1.clone()
+        })
+        .await
+        .1,
+        4
+    );
+    assert_eq!(
+        list(PackageQuery {
+            filter: Some("e_w".into()),
+            ..PackageQuery::default()
+        })
+        .await
+        .0,
+        v(&["Spaces-1/acme_web 2.0.0"])
+    );
+    assert_eq!(
+        list(PackageQuery {
+            filter: Some("%".into()),
+            ..PackageQuery::default()
+        })
+        .await
+        .1,
+        0
+    );
+    // Paging, and counting only.
+    assert_eq!(
+        list(PackageQuery {
+            skip: 2,
+            take: Some(2),
+            ..space1.clone()
+        })
+        .await,
+        (
+            v(&[
+                "Spaces-1/Acme.Web 1.10.0-rc.10",
+                "Spaces-1/Acme.Web 1.10.0-rc.2"
+            ]),
+            8
+        )
+    );
+    assert_eq!(
+        list(PackageQuery {
+            skip: 7,
+            ..space1.clone()
+        })
+        .await
+        .0,
+        v(&["Spaces-1/zeta 1.0.0-alpha"])
+    );
+    assert_eq!(
+        list(PackageQuery {
+            take: Some(0),
+            ..space1.clone()
+        })
+        .await,
+        (vec![], 8)
+    );
+
+    // Blob references count across spaces.
+    assert_eq!(
+        db.count_package_blob_refs(&"c".repeat(64)).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        db.count_package_blob_refs(&"0".repeat(64)).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        db.package_blob_addresses().await.unwrap(),
+        ['a', 'b', 'c', 'd', 'e', 'f']
+            .map(|c| c.to_string().repeat(64))
+            .to_vec()
+    );
+
+    // Replace (overwrite): the file and the spelling change, the keys stay.
+    let mut replaced = package("Spaces-1", "ACME.WEB", "1.9", 'h', T0 + 50);
+    replaced.title = "new".into();
+    let mut tx = db.begin().await.unwrap();
+    assert!(tx.replace_package(&replaced).await.unwrap());
+    assert_eq!(
+        tx.count_package_blob_refs(&"a".repeat(64)).await.unwrap(),
+        0
+    );
+    tx.commit().await.unwrap();
+    let got = db
+        .find_package("Spaces-1", "acme.web", "1.9.0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, replaced);
+    assert_eq!(got.id, "packages-ACME.WEB.1.9");
+    let mut tx = db.begin().await.unwrap();
+    let missing = package("Spaces-1", "Nope", "1.0.0", 'h', T0);
+    assert!(!tx.replace_package(&missing).await.unwrap());
+    tx.rollback().await.unwrap();
+
+    // Delete returns the row; a second delete finds nothing.
+    let mut tx = db.begin().await.unwrap();
+    let gone = tx
+        .delete_package("Spaces-1", "packages-Acme.Web.1.10.0-rc.2")
+        .await
+        .unwrap();
+    assert_eq!(gone, Some(rows[2].clone()));
+    assert_eq!(
+        tx.count_package_blob_refs(&"c".repeat(64)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        tx.delete_package("Spaces-1", "packages-Acme.Web.1.10.0-rc.2")
+            .await
+            .unwrap(),
+        None
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        db.count_package_blob_refs(&"c".repeat(64)).await.unwrap(),
+        1
+    );
+    assert_eq!(list(space1).await.1, 7);
+
+    // The sort key column orders exactly as the domain's versions do.
+    let mut versions = [
+        "2.0",
+        "1.0.0-b",
+        "1.0.0-B.2",
+        "1.0.0",
+        "10.0.0",
+        "1.0.0-2",
+        "1.0.0-a.b",
+    ]
+    .map(|s| Version::parse(s).unwrap())
+    .to_vec();
+    let mut keys: Vec<String> = versions.iter().map(version_sort_key).collect();
+    versions.sort();
+    keys.sort();
+    assert_eq!(
+        keys,
+        versions.iter().map(version_sort_key).collect::<Vec<_>>()
+    );
+}
+
+/// Two transactions insert the same package at once: one wins, the other is `Conflict` (on
+/// PostgreSQL at its insert, once the first commits).
+async fn concurrent_package_inserts(db: &Db) {
+    let attempt = |sha: char| {
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await?;
+            tx.insert_package(&package("Spaces-3", "Race", "1.0.0", sha, T0))
+                .await?;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tx.commit().await
+        }
+    };
+    let (a, b) = tokio::join!(tokio::spawn(attempt('1')), tokio::spawn(attempt('2')));
+    let results = [a.unwrap(), b.unwrap()];
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .any(|r| matches!(r, Err(StoreError::Conflict))),
+        "{results:?}"
+    );
+    let (rows, total) = db
+        .list_packages(&PackageQuery {
+            space_id: Some("Spaces-3".into()),
+            ..PackageQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, 1, "{rows:?}");
+}
+
+fn build_info(space: &str, id: &str, version: &str, seq: i64) -> BuildInfoRow {
+    let v = Version::parse(version).unwrap();
+    BuildInfoRow {
+        id: format!("BuildInformation-{seq}"),
+        seq,
+        space_id: space.to_string(),
+        package_id: id.to_string(),
+        package_key: package_key(id),
+        version: version.to_string(),
+        version_key: version_key(&v),
+        version_sort: version_sort_key(&v),
+        body: json!({"Branch": "main", "Commits": [{"Id": "abc", "Comment": "ünïcode ✓"}]})
+            .to_string(),
+        created: T0 + seq,
+        updated: T0 + seq,
+    }
+}
+
+async fn build_information(db: &Db) {
+    let rows = [
+        build_info("Spaces-1", "Hello", "1.0.0", 1),
+        build_info("Spaces-1", "Hello", "1.10.0", 2),
+        build_info("Spaces-1", "Hello", "1.2.0", 3),
+        build_info("Spaces-1", "Other", "0.1.0", 4),
+        build_info("Spaces-2", "Hello", "9.0.0", 5),
+    ];
+    let mut tx = db.begin().await.unwrap();
+    for r in &rows {
+        tx.insert_build_information(r).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    assert!(matches!(
+        tx.insert_build_information(&build_info("Spaces-1", "HELLO", "1.0", 9))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    tx.rollback().await.unwrap();
+
+    assert_eq!(
+        db.get_build_information("Spaces-1", "BuildInformation-2")
+            .await
+            .unwrap(),
+        Some(rows[1].clone())
+    );
+    assert_eq!(
+        db.get_build_information("Spaces-2", "BuildInformation-2")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        db.find_build_information("Spaces-1", "hello", "1.2.0")
+            .await
+            .unwrap(),
+        Some(rows[2].clone())
+    );
+    let list = |q: BuildInfoQuery| async move {
+        let (rows, total) = db.list_build_information(&q).await.unwrap();
+        (ids(&rows, |b| b.id.clone()), total)
+    };
+    let space1 = BuildInfoQuery {
+        space_id: Some("Spaces-1".into()),
+        ..BuildInfoQuery::default()
+    };
+    assert_eq!(
+        list(space1.clone()).await,
+        (
+            v(&[
+                "BuildInformation-2",
+                "BuildInformation-3",
+                "BuildInformation-1",
+                "BuildInformation-4"
+            ]),
+            4
+        )
+    );
+    assert_eq!(
+        list(BuildInfoQuery {
+            latest_only: true,
+            ..space1.clone()
+        })
+        .await
+        .0,
+        v(&["BuildInformation-2", "BuildInformation-4"])
+    );
+    assert_eq!(
+        list(BuildInfoQuery {
+            package_id: Some("hello".into()),
+            skip: 1,
+            take: Some(1),
+            ..BuildInfoQuery::default()
+        })
+        .await,
+        // Spaces-2's 9.0.0 comes first.
+        (v(&["BuildInformation-2"]), 4)
+    );
+    assert_eq!(
+        list(BuildInfoQuery {
+            filter: Some("THE".into()),
+            ..BuildInfoQuery::default()
+        })
+        .await
+        .0,
+        v(&["BuildInformation-4"])
+    );
+
+    let mut tx = db.begin().await.unwrap();
+    let mut changed = tx
+        .find_build_information("Spaces-1", "hello", "1.0.0")
+        .await
+        .unwrap()
+        .unwrap();
+    changed.body = json!({"Branch": "release"}).to_string();
+    changed.package_id = "HELLO".into();
+    changed.updated = T0 + 100;
+    assert!(tx.update_build_information(&changed).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(
+        db.get_build_information("Spaces-1", "BuildInformation-1")
+            .await
+            .unwrap(),
+        Some(changed)
+    );
+    let mut tx = db.begin().await.unwrap();
+    assert!(
+        !tx.update_build_information(&build_info("Spaces-1", "X", "1.0.0", 77))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        tx.delete_build_information("Spaces-1", "BuildInformation-4")
+            .await
+            .unwrap(),
+        Some(rows[3].clone())
+    );
+    assert_eq!(
+        tx.delete_build_information("Spaces-1", "BuildInformation-4")
+            .await
+            .unwrap(),
+        None
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(list(space1).await.1, 3);
 }
 
 // ---- the tests ----------------------------------------------------------------------------

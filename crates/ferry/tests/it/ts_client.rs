@@ -1,7 +1,7 @@
 //! Compatibility with the official TypeScript client (`@octopusdeploy/api-client`, installed
 //! from npm into tests/ts-client by the test command): connect, resolve the space, look up the
 //! project and environment, create a release, deploy it, wait with the client's task waiter,
-//! read the log, check the error contract; and cancel through the client.
+//! read the log, check the error contract; cancel through the client; push packages.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -77,4 +77,65 @@ async fn official_typescript_client_deploys_and_cancels() {
     s.set_scripts("Hello World", &[("Wait", "sleep 30")]).await;
     let (ok, text, _) = run_flow(&s, "cancel", "2.0.0");
     assert!(ok, "cancel flow failed:\n{text}");
+}
+
+/// `PackageRepository.push` of a zip made by `ZipPackageBuilder`, in the three overwrite modes
+/// (the flow reads each upload's status from the client's response hooks: the client itself
+/// treats every 2xx alike), then the same statuses checked here directly over HTTP.
+#[tokio::test]
+async fn official_typescript_client_pushes_packages() {
+    if !ready() {
+        return;
+    }
+    let s = Server::start();
+    let (ok, text, result) = run_flow(&s, "push", "1.0.0");
+    assert!(ok, "push flow failed:\n{text}");
+    assert_eq!(
+        result["pushStatuses"],
+        serde_json::json!([201, 200, 409, 201]),
+        "{text}"
+    );
+    let p = s
+        .get("/api/Spaces-1/packages/packages-FerryTsPush.1.0.0")
+        .await;
+    assert_eq!(p["FileExtension"], ".zip");
+    assert_eq!(p["PackageVersionBuildInformation"]["BuildNumber"], "42");
+
+    // Directly: the bytes the client pushed, pushed again in each mode.
+    let url = format!(
+        "{}/api/Spaces-1/packages/packages-FerryTsPush.1.0.0/raw",
+        s.url
+    );
+    let http = reqwest::Client::new();
+    let bytes = http
+        .get(&url)
+        .header("X-Octopus-ApiKey", &s.api_key)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    assert_eq!(bytes.len() as u64, p["PackageSizeBytes"].as_u64().unwrap());
+    for (mode, expected) in [
+        ("FailIfExists", 409),
+        ("IgnoreIfExists", 200),
+        ("OverwriteExisting", 201),
+    ] {
+        let part =
+            reqwest::multipart::Part::bytes(bytes.clone()).file_name("FerryTsPush.1.0.0.zip");
+        let status = http
+            .post(format!(
+                "{}/api/Spaces-1/packages/raw?overwriteMode={mode}",
+                s.url
+            ))
+            .header("X-Octopus-ApiKey", &s.api_key)
+            .multipart(reqwest::multipart::Form::new().part("fileToUpload", part))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), expected, "{mode}");
+    }
 }

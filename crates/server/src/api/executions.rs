@@ -52,6 +52,9 @@ pub async fn create_release_v1(
             notes: b.release_notes,
             ignore_if_exists: b.ignore_if_already_exists,
             ignore_channel_rules: b.ignore_channel_rules,
+            packages: b.packages,
+            package_version: b.package_version,
+            selected: Vec::new(),
         },
     )
     .await?;

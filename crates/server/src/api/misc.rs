@@ -107,37 +107,84 @@ pub async fn get_user(
     }
 }
 
-fn builtin_feed(space: &str) -> Value {
+/// The built-in feed of a space, with the links clients search it through.
+/// `DeleteUnreleasedPackagesAfterDays` shows the periodic retention's age rule (0: none).
+fn builtin_feed(st: &AppState, space: &str) -> Value {
     let f = Feed {
         space_id: space.to_string(),
+        delete_unreleased_packages_after_days: st
+            .packages
+            .retention
+            .older_than_days
+            .map(i64::from)
+            .unwrap_or(0),
         ..Feed::default()
     };
+    let base = format!("/api/{space}/feeds/{}", f.id);
     with_links(
         &f,
         links(
-            format!("/api/{space}/feeds/{}", f.id),
-            &[(
-                "Packages",
-                format!(
-                    "/api/{space}/feeds/{}/packages{{?packageId,partialMatch,includeMultipleVersions,includeNotes,includePreRelease,versionRange,preReleaseTag,take,skip}}",
-                    f.id
+            base.clone(),
+            &[
+                (
+                    "Packages",
+                    format!(
+                        "{base}/packages{{?packageId,partialMatch,includeMultipleVersions,includeNotes,includePreRelease,versionRange,preReleaseTag,take,skip}}"
+                    ),
                 ),
-            )],
+                (
+                    "SearchTemplate",
+                    format!(
+                        "{base}/packages{{?packageId,partialMatch,includeMultipleVersions,includeNotes,includePreRelease,versionRange,preReleaseTag,take,skip}}"
+                    ),
+                ),
+                (
+                    "SearchPackagesTemplate",
+                    format!("{base}/packages/search{{?term,skip,take}}"),
+                ),
+                (
+                    "SearchPackageVersionsTemplate",
+                    format!(
+                        "{base}/packages/versions{{?packageId,take,skip,includePreRelease,versionRange,preReleaseTag,filter,includeReleaseNotes}}"
+                    ),
+                ),
+            ],
         ),
     )
 }
 
+/// `GET /api/{space}/feeds{?ids,feedType,name,partialName,skip,take}`: the built-in feed is
+/// the only one; the filters decide whether it is listed (the Go CLI asks
+/// `feeds?feedType=BuiltIn&take=1`).
 pub async fn feeds(
     State(st): State<AppState>,
     Path(space): Path<String>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> ApiResult<Json<Value>> {
     require_space(&st, &space).await?;
+    let p = crate::query::Params::parse(raw.as_deref());
+    let f = Feed::default();
+    let ids = p.list("ids");
+    let matches = (ids.is_empty() || ids.iter().any(|i| i.eq_ignore_ascii_case(&f.id)))
+        && p.list("feedType")
+            .iter()
+            .all(|t| t.eq_ignore_ascii_case(&f.feed_type))
+        && p.get("name")
+            .is_none_or(|n| n.eq_ignore_ascii_case(&f.name))
+        && p.get("partialName")
+            .is_none_or(|n| f.name.to_lowercase().contains(&n.to_lowercase()));
+    let (skip, take) = (p.skip(), p.take());
+    let items = if matches && skip == 0 && take > 0 {
+        vec![builtin_feed(&st, &space)]
+    } else {
+        Vec::new()
+    };
     Ok(Json(crate::query::page(
         "Feed",
-        vec![builtin_feed(&space)],
-        1,
-        0,
-        30,
+        items,
+        i64::from(matches),
+        skip,
+        take,
         &format!("/api/{space}/feeds"),
         &format!("/api/{space}/feeds{{/id}}{{?skip,take,ids,partialName,feedType,name}}"),
     )))
@@ -149,7 +196,7 @@ pub async fn feed(
 ) -> ApiResult<Json<Value>> {
     require_space(&st, &space).await?;
     if id.eq_ignore_ascii_case(ferry_domain::BUILTIN_FEED_ID) {
-        Ok(Json(builtin_feed(&space)))
+        Ok(Json(builtin_feed(&st, &space)))
     } else {
         Err(ApiError::not_found(format!("Feed '{id}' was not found")))
     }

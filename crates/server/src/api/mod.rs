@@ -2,6 +2,7 @@
 //! by id within a space, paged listing, writing documents with an audit event in the same
 //! transaction.
 
+pub mod buildinfo;
 pub mod channels;
 pub mod deployments;
 pub mod environments;
@@ -10,10 +11,12 @@ pub mod executions;
 pub mod libraryvariablesets;
 pub mod lifecycles;
 pub mod misc;
+pub mod packages;
 pub mod process;
 pub mod projectgroups;
 pub mod projects;
 pub mod releases;
+pub mod retention;
 pub mod spaces;
 pub mod tasks;
 pub mod variables;

@@ -233,6 +233,167 @@ pub struct NewRelease {
     pub notes: Option<String>,
     pub ignore_if_exists: bool,
     pub ignore_channel_rules: bool,
+    /// `step-or-package:version` or `reference:step-or-package:version` entries.
+    pub packages: Vec<String>,
+    /// The version for every package not named in `packages`.
+    pub package_version: Option<String>,
+    /// Explicit selections (the native create endpoint's `SelectedPackages`).
+    pub selected: Vec<ferry_domain::SelectedPackage>,
+}
+
+/// Splits a `Packages` entry at unescaped `:`, `/` or `=` (a backslash escapes a literal one).
+fn split_package_entry(entry: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = entry.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    if let Some(last) = parts.last_mut() {
+                        last.push(n);
+                    }
+                }
+            }
+            ':' | '/' | '=' => parts.push(String::new()),
+            c => {
+                if let Some(last) = parts.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    parts.into_iter().map(|p| p.trim().to_string()).collect()
+}
+
+/// Picks the version of every package the process deploys from the built-in feed: given
+/// explicitly (by step or package id), the default `PackageVersion`, or the latest in the feed
+/// (stable first). A version that is not in the feed is refused naming it.
+async fn select_packages(
+    st: &AppState,
+    space: &str,
+    process: &DeploymentProcess,
+    nr: &NewRelease,
+) -> ApiResult<Vec<ferry_domain::SelectedPackage>> {
+    let mut explicit: Vec<(Option<String>, String, String)> = Vec::new();
+    for entry in &nr.packages {
+        let parts = split_package_entry(entry);
+        match parts.as_slice() {
+            [key, version] => explicit.push((None, key.clone(), version.clone())),
+            [reference, key, version] => {
+                explicit.push((Some(reference.clone()), key.clone(), version.clone()))
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "'{entry}' in Packages is not StepOrPackageId:Version (or Reference:StepOrPackageId:Version)"
+                )));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for step in &process.steps {
+        for action in step.actions.iter().filter(|a| !a.is_disabled) {
+            let Some(package_id) = ferry_executor::deploy_package::primary_package_id(action)
+            else {
+                continue;
+            };
+            let feed = action
+                .packages
+                .iter()
+                .find(|p| p.name.is_empty())
+                .map(|p| p.feed_id.clone())
+                .or_else(|| {
+                    action
+                        .prop("Octopus.Action.Package.FeedId")
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            if !feed.is_empty() && !feed.eq_ignore_ascii_case(ferry_domain::BUILTIN_FEED_ID) {
+                return Err(ApiError::bad_request(format!(
+                    "Step '{}' uses the feed '{feed}'; only the built-in feed (feeds-builtin) is supported",
+                    step.name
+                )));
+            }
+            let matches = |k: &str| {
+                k.eq_ignore_ascii_case(&action.name)
+                    || k.eq_ignore_ascii_case(&step.name)
+                    || k.eq_ignore_ascii_case(&package_id)
+            };
+            let given = nr
+                .selected
+                .iter()
+                .find(|s| {
+                    s.action_name.eq_ignore_ascii_case(&action.name)
+                        && s.package_reference_name.is_empty()
+                })
+                .map(|s| s.version.clone())
+                .or_else(|| {
+                    explicit
+                        .iter()
+                        .find(|(r, k, _)| r.as_deref().is_none_or(str::is_empty) && matches(k))
+                        .map(|(_, _, v)| v.clone())
+                })
+                .or_else(|| nr.package_version.clone().filter(|v| !v.trim().is_empty()));
+            let version = match given {
+                Some(v) => {
+                    let parsed = Version::parse(&v).ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "'{v}' given for the package {package_id} is not a version"
+                        ))
+                    })?;
+                    let found = st
+                        .db
+                        .find_package(
+                            space,
+                            &ferry_store::packages::package_key(&package_id),
+                            &ferry_store::packages::version_key(&parsed),
+                        )
+                        .await?;
+                    match found {
+                        Some(p) => p.version,
+                        None => {
+                            return Err(ApiError::bad_request(format!(
+                                "The package {package_id} version {v} (step '{}') is not in the built-in feed",
+                                step.name
+                            )));
+                        }
+                    }
+                }
+                None => {
+                    let mut latest = None;
+                    for exclude_pre_release in [true, false] {
+                        let (rows, _) = st
+                            .db
+                            .list_packages(&ferry_store::packages::PackageQuery {
+                                space_id: Some(space.to_string()),
+                                package_id: Some(package_id.clone()),
+                                latest_only: true,
+                                exclude_pre_release,
+                                take: Some(1),
+                                ..Default::default()
+                            })
+                            .await?;
+                        if let Some(r) = rows.into_iter().next() {
+                            latest = Some(r.version);
+                            break;
+                        }
+                    }
+                    latest.ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "The package {package_id} used by step '{}' has no versions in the built-in feed; push one first or give a version",
+                            step.name
+                        ))
+                    })?
+                }
+            };
+            out.push(ferry_domain::SelectedPackage {
+                action_name: action.name.clone(),
+                step_name: step.name.clone(),
+                package_reference_name: String::new(),
+                version,
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn random_suffix() -> String {
@@ -355,6 +516,7 @@ pub async fn create_release(
     )
     .await?;
     let vars = VariableSnapshots::take(st, space, &project).await?;
+    let selected_packages = select_packages(st, space, &process, &nr).await?;
 
     let mut tx = st.db.begin().await?;
     let seq = tx.next_seq(C).await?;
@@ -372,6 +534,7 @@ pub async fn create_release(
         project_deployment_process_snapshot_id: snap.id.clone(),
         project_variable_set_snapshot_id: vars.project.id.clone(),
         library_variable_set_snapshot_ids: vars.library_ids(),
+        selected_packages,
         ..Release::default()
     };
     tx.insert_doc(&doc_row(
@@ -428,6 +591,7 @@ pub struct CreateReleaseBody {
     pub version: Option<String>,
     pub release_notes: Option<String>,
     pub ignore_channel_rules: bool,
+    pub selected_packages: Vec<ferry_domain::SelectedPackage>,
 }
 
 pub async fn create(
@@ -452,6 +616,9 @@ pub async fn create(
             notes: b.release_notes,
             ignore_if_exists: false,
             ignore_channel_rules: b.ignore_channel_rules,
+            packages: Vec::new(),
+            package_version: None,
+            selected: b.selected_packages,
         },
     )
     .await?;
@@ -725,4 +892,121 @@ pub async fn progression(
         "SucceededEnvironmentIds": pr.succeeded.iter().collect::<Vec<_>>(),
         "NextDeployments": allowed,
     })))
+}
+
+/// The built-in package repository trigger: after a new package version is pushed, every
+/// project of the space with `AutoCreateRelease` whose `ReleaseCreationStrategy` names a step
+/// that deploys this package gets a release (version from its template, this package version
+/// for that step, the latest for the others), in the strategy's channel. Versions a release of
+/// the project already uses do not fire. Returns the releases created; failures are logged.
+pub async fn on_package_pushed(
+    st: &AppState,
+    space: &str,
+    ctx: &Ctx,
+    package_id: &str,
+    version: &str,
+) -> Vec<Release> {
+    let mut created = Vec::new();
+    let projects = match st
+        .db
+        .list_docs(&DocQuery {
+            space_id: Some(space.to_string()),
+            ..DocQuery::new("Projects")
+        })
+        .await
+    {
+        Ok((rows, _)) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "the package trigger could not list projects");
+            return created;
+        }
+    };
+    for row in projects {
+        let Ok(project) = parse_body::<Project>(&row) else {
+            continue;
+        };
+        if !project.auto_create_release || project.is_disabled {
+            continue;
+        }
+        let strategy = &project.release_creation_strategy;
+        let Some(action_name) = strategy
+            .release_creation_package
+            .as_ref()
+            .and_then(|p| p.get("DeploymentAction"))
+            .and_then(|a| a.as_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let Ok((_, process)) = load::<DeploymentProcess>(
+            st,
+            "DeploymentProcesses",
+            space,
+            &project.deployment_process_id,
+            "Deployment process",
+        )
+        .await
+        else {
+            continue;
+        };
+        let deploys_it = process
+            .steps
+            .iter()
+            .flat_map(|s| s.actions.iter())
+            .any(|a| {
+                a.name.eq_ignore_ascii_case(&action_name)
+                    && ferry_executor::deploy_package::primary_package_id(a)
+                        .is_some_and(|p| p.eq_ignore_ascii_case(package_id))
+            });
+        if !deploys_it {
+            continue;
+        }
+        // Not for a version a release of this project already uses.
+        let used = match st
+            .db
+            .list_docs(&DocQuery {
+                owner_id: Some(project.id.clone()),
+                ..DocQuery::new(C)
+            })
+            .await
+        {
+            Ok((rows, _)) => rows
+                .iter()
+                .filter_map(|r| parse_body::<Release>(r).ok())
+                .any(|r| {
+                    r.selected_packages.iter().any(|s| {
+                        s.action_name.eq_ignore_ascii_case(&action_name)
+                            && s.version.eq_ignore_ascii_case(version)
+                    })
+                }),
+            Err(_) => true,
+        };
+        if used {
+            continue;
+        }
+        let nr = NewRelease {
+            project: project.id.clone(),
+            channel: strategy.channel_id.clone(),
+            version: None,
+            notes: Some(format!(
+                "Created automatically when {package_id} {version} was pushed"
+            )),
+            ignore_if_exists: true,
+            ignore_channel_rules: false,
+            packages: vec![format!("{action_name}:{version}")],
+            package_version: None,
+            selected: Vec::new(),
+        };
+        match create_release(st, space, ctx, nr).await {
+            Ok((r, true)) => {
+                tracing::info!(project = %project.name, release = %r.version, "created a release for a pushed package");
+                created.push(r);
+            }
+            Ok((_, false)) => {}
+            Err(e) => {
+                tracing::warn!(project = %project.name, error = %e.message, errors = ?e.errors, "the package trigger could not create a release")
+            }
+        }
+    }
+    created
 }

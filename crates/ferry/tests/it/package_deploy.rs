@@ -1,0 +1,278 @@
+//! The "Deploy a package" step end to end: push a package to the built-in feed, create a release
+//! that picks its version, deploy it to two environments on the built-in worker, and check the
+//! files on disk (structured configuration and substituted templates per environment), the
+//! conventions' order in the log, the installation-directory output variable, the target's
+//! package cache, and retention of earlier installations.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::Server;
+
+fn make_package(dir: &Path, version: &str) -> std::path::PathBuf {
+    let src = dir.join(format!("src-{version}"));
+    std::fs::create_dir_all(src.join("config")).unwrap();
+    std::fs::write(
+        src.join("appsettings.json"),
+        r#"{
+  "Logging": { "LogLevel": { "Default": "Warning" } },
+  "ConnectionStrings": { "Db": "Server=localhost" },
+  "Port": 80,
+  "Features": ["a", "b"]
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("config/app.template"),
+        "env=#{Octopus.Environment.Name} db=#{DbHost}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("PreDeploy.sh"),
+        "echo \"stage: PreDeploy in $(pwd | sed 's#.*/##')\"\ngrep -q '#{DbHost}' config/app.template && echo 'template not substituted yet'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("Deploy.sh"),
+        "echo \"stage: Deploy\"\necho \"rendered: $(cat config/app.template)\"\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("PostDeploy.py"), "print('stage: PostDeploy ' + get_octopusvariable('Octopus.Action.Package.PackageVersion'))\n").unwrap();
+    let out = dir.join(format!("Acme.Web.{version}.zip"));
+    ferry_packages::archive::pack(&src, &out, ferry_packages::filename::PackageFormat::Zip)
+        .unwrap();
+    out
+}
+
+async fn push(s: &Server, file: &Path) -> reqwest::StatusCode {
+    let bytes = std::fs::read(file).unwrap();
+    let name = file.file_name().unwrap().to_string_lossy().to_string();
+    let form = reqwest::multipart::Form::new().part(
+        "fileToUpload",
+        reqwest::multipart::Part::bytes(bytes).file_name(name),
+    );
+    reqwest::Client::new()
+        .post(format!("{}/api/Spaces-1/packages/raw", s.url))
+        .header("X-Octopus-ApiKey", &s.api_key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn put_variables(s: &Server, project: &str, vars: Value) {
+    let id = s.get(&format!("/api/Spaces-1/projects/{project}")).await["VariableSetId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut body = s.get(&format!("/api/Spaces-1/variables/{id}")).await;
+    body["Variables"] = vars;
+    s.put(&format!("/api/Spaces-1/variables/{id}"), body).await;
+}
+
+#[tokio::test]
+async fn deploy_a_package_step_end_to_end() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let dev = s.create_environment("Development").await["Id"].clone();
+    let test = s.create_environment("Test").await["Id"].clone();
+    assert!(
+        push(&s, &make_package(work.path(), "1.0.0"))
+            .await
+            .is_success()
+    );
+    assert!(
+        push(&s, &make_package(work.path(), "1.1.0"))
+            .await
+            .is_success()
+    );
+    s.create_project("Web").await;
+    put_variables(
+        &s,
+        "Web",
+        json!([
+            {"Name": "Logging:LogLevel:Default", "Value": "Debug", "Scope": {"Environment": [dev]}},
+            {"Name": "Logging:LogLevel:Default", "Value": "Error", "Scope": {"Environment": [test]}},
+            {"Name": "Port", "Value": "8080"},
+            {"Name": "DbHost", "Value": "dev-db", "Scope": {"Environment": [dev]}},
+            {"Name": "DbHost", "Value": "test-db", "Scope": {"Environment": [test]}}
+        ]),
+    )
+    .await;
+    let steps = json!([
+        {
+            "Name": "Deploy web",
+            "Actions": [{
+                "ActionType": "Octopus.TentaclePackage",
+                "Packages": [{"Name": "", "PackageId": "Acme.Web", "FeedId": "feeds-builtin", "AcquisitionLocation": "Server"}],
+                "Properties": {
+                    "Octopus.Action.RunOnServer": "true",
+                    "Octopus.Action.Package.PackageId": "Acme.Web",
+                    "Octopus.Action.Package.FeedId": "feeds-builtin",
+                    "Octopus.Action.EnabledFeatures": "Octopus.Features.SubstituteInFiles,Octopus.Features.JsonConfigurationVariables",
+                    "Octopus.Action.SubstituteInFiles.TargetFiles": "config/*.template",
+                    "Octopus.Action.Package.JsonConfigurationVariablesTargets": "appsettings.json"
+                }
+            }]
+        },
+        {
+            "Name": "Report",
+            "Actions": [{"ActionType": "Octopus.Script", "Properties": {
+                "Octopus.Action.Script.ScriptBody": "echo \"installed at #{Octopus.Action[Deploy web].Output.Package.InstallationDirectoryPath}\"",
+                "Octopus.Action.RunOnServer": "true"
+            }}]
+        }
+    ]);
+    s.put(
+        "/api/Spaces-1/projects/Web/deploymentprocesses",
+        json!({"Steps": steps}),
+    )
+    .await;
+    // The release picks the latest version in the feed unless told otherwise.
+    let r = s
+        .post(
+            "/api/Spaces-1/releases/create/v1",
+            json!({"ProjectName": "Web", "ReleaseVersion": "2.0.0"}),
+        )
+        .await;
+    let rel = s
+        .get(&format!(
+            "/api/Spaces-1/releases/{}",
+            r["ReleaseId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(rel["SelectedPackages"][0]["Version"], "1.1.0", "{rel}");
+    let r = s
+        .post("/api/Spaces-1/releases/create/v1", json!({"ProjectName": "Web", "ReleaseVersion": "1.0.0", "Packages": ["Deploy web:1.0.0"]}))
+        .await;
+    let rel = s
+        .get(&format!(
+            "/api/Spaces-1/releases/{}",
+            r["ReleaseId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(rel["SelectedPackages"][0]["Version"], "1.0.0");
+    // A version that is not in the feed is refused.
+    let (st, body) = s
+        .request(
+            "POST",
+            "/api/Spaces-1/releases/create/v1",
+            Some(
+                json!({"ProjectName": "Web", "ReleaseVersion": "3.0.0", "PackageVersion": "9.9.9"}),
+            ),
+        )
+        .await;
+    assert_eq!(st, reqwest::StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["Errors"][0].as_str().unwrap().contains("9.9.9"));
+
+    let task = s.deploy("Web", "1.0.0", "Development").await;
+    let t = s.wait_task(&task, Duration::from_secs(60)).await;
+    let raw = s.raw(&format!("/api/tasks/{task}/raw")).await;
+    assert_eq!(t["State"], "Success", "{raw}");
+    let install = s.data_dir.join("applications/Development/Acme.Web/1.0.0");
+    let settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(install.join("appsettings.json")).unwrap())
+            .unwrap();
+    assert_eq!(settings["Logging"]["LogLevel"]["Default"], "Debug");
+    assert_eq!(settings["Port"], 8080, "numbers stay numbers");
+    assert_eq!(settings["Features"], json!(["a", "b"]));
+    assert_eq!(
+        std::fs::read_to_string(install.join("config/app.template")).unwrap(),
+        "env=Development db=dev-db\n"
+    );
+    // Octopus's order: PreDeploy (before substitution), substitution, structured config, Deploy, PostDeploy.
+    let pos = |needle: &str| {
+        raw.find(needle)
+            .unwrap_or_else(|| panic!("'{needle}' missing from:\n{raw}"))
+    };
+    assert!(pos("stage: PreDeploy in 1.0.0") < pos("template not substituted yet"));
+    assert!(pos("template not substituted yet") < pos("Substituted variables in"));
+    assert!(pos("Substituted variables in") < pos("Structured configuration variables applied"));
+    assert!(pos("Structured configuration variables applied") < pos("stage: Deploy"));
+    assert!(pos("rendered: env=Development db=dev-db") < pos("stage: PostDeploy 1.0.0"));
+    assert!(
+        raw.contains(&format!("installed at {}", install.display())),
+        "{raw}"
+    );
+    assert!(raw.contains("Acquired package Acme.Web 1.0.0"));
+
+    // Promote to Test: its own values; the package is already in the target's cache.
+    let task = s.deploy("Web", "1.0.0", "Test").await;
+    let t = s.wait_task(&task, Duration::from_secs(60)).await;
+    let raw = s.raw(&format!("/api/tasks/{task}/raw")).await;
+    assert_eq!(t["State"], "Success", "{raw}");
+    assert!(raw.contains("already on the target"), "{raw}");
+    let install = s.data_dir.join("applications/Test/Acme.Web/1.0.0");
+    let settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(install.join("appsettings.json")).unwrap())
+            .unwrap();
+    assert_eq!(settings["Logging"]["LogLevel"]["Default"], "Error");
+    assert_eq!(
+        std::fs::read_to_string(install.join("config/app.template")).unwrap(),
+        "env=Test db=test-db\n"
+    );
+
+    // Redeploys get fresh directories; retention keeps the last three.
+    for _ in 0..4 {
+        let task = s.deploy("Web", "1.0.0", "Development").await;
+        assert_eq!(
+            s.wait_task(&task, Duration::from_secs(60)).await["State"],
+            "Success"
+        );
+    }
+    let mut dirs: Vec<String> =
+        std::fs::read_dir(s.data_dir.join("applications/Development/Acme.Web"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+    dirs.sort();
+
+    assert_eq!(
+        dirs,
+        vec![".ferry-installations", "1.0.0_2", "1.0.0_3", "1.0.0_4"],
+        "the last three, the current among them"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_package_deployment_runs_deploy_failed() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    s.create_environment("Development").await;
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("Deploy.sh"), "echo deploying; exit 4\n").unwrap();
+    std::fs::write(
+        src.join("DeployFailed.sh"),
+        "echo cleaning up after failure\n",
+    )
+    .unwrap();
+    let pkg = work.path().join("Broken.App.1.0.0.tar.gz");
+    ferry_packages::archive::pack(&src, &pkg, ferry_packages::filename::PackageFormat::TarGz)
+        .unwrap();
+    assert!(push(&s, &pkg).await.is_success());
+    s.create_project("Broken").await;
+    s.put(
+        "/api/Spaces-1/projects/Broken/deploymentprocesses",
+        json!({"Steps": [{"Name": "Install", "Actions": [{"ActionType": "Octopus.TentaclePackage",
+            "Properties": {"Octopus.Action.RunOnServer": "true", "Octopus.Action.Package.PackageId": "Broken.App", "Octopus.Action.Package.FeedId": "feeds-builtin"}}]}]}),
+    )
+    .await;
+    s.create_release("Broken", "1.0.0").await;
+    let task = s.deploy("Broken", "1.0.0", "Development").await;
+    let t = s.wait_task(&task, Duration::from_secs(60)).await;
+    let raw = s.raw(&format!("/api/tasks/{task}/raw")).await;
+    assert_eq!(t["State"], "Failed", "{raw}");
+    assert!(
+        t["ErrorMessage"].as_str().unwrap().contains("exit code 4"),
+        "{t}"
+    );
+    assert!(
+        raw.find("deploying").unwrap() < raw.find("cleaning up after failure").unwrap(),
+        "{raw}"
+    );
+}
