@@ -6,6 +6,7 @@
 //! `docs/PERFORMANCE.md` for the figures and how to read them.
 
 mod foundation;
+mod packages;
 mod procfs;
 mod report;
 mod server;
@@ -21,6 +22,7 @@ use serde_json::json;
 const USAGE: &str = "\
 usage: ferry-bench foundation [--ferry PATH] [--runs N] [--deployments N] [--json]
        ferry-bench variables [--runs N]
+       ferry-bench packages [--ferry PATH] [--size-mb N]
 
   --ferry PATH       the ferry binary (default: ferry next to this binary)
   --runs N           cold starts of each kind, new and existing data directory (default 10)
@@ -100,6 +102,35 @@ async fn run() -> anyhow::Result<()> {
         let metrics = variables::run(runs);
         println!(
             "Ferry variables benchmark, {}, {} ({} CPUs), release build: medians of {runs} runs",
+            timefmt::today_utc(),
+            procfs::cpu_model(),
+            std::thread::available_parallelism().map_or(0, usize::from)
+        );
+        println!("{}", report::table(&metrics));
+        return Ok(());
+    }
+    if argv.first().map(String::as_str) == Some("packages") {
+        let opt = |name: &str| {
+            argv.iter()
+                .position(|a| a == name)
+                .and_then(|i| argv.get(i + 1))
+                .cloned()
+        };
+        let size_mb = match opt("--size-mb") {
+            Some(v) => positive(&v, "--size-mb")? as u64,
+            None => 1024,
+        };
+        let ferry = match opt("--ferry") {
+            Some(p) => PathBuf::from(p),
+            None => std::env::current_exe()
+                .context("cannot tell where this binary is; pass --ferry PATH")?
+                .with_file_name("ferry"),
+        };
+        let began = Instant::now();
+        let progress = |m: &str| eprintln!("[{:5.1} s] {m}", began.elapsed().as_secs_f64());
+        let metrics = packages::run(&ferry, size_mb, &progress).await?;
+        println!(
+            "Ferry packages benchmark, {}, {} ({} CPUs), release build",
             timefmt::today_utc(),
             procfs::cpu_model(),
             std::thread::available_parallelism().map_or(0, usize::from)

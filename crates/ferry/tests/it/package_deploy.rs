@@ -276,3 +276,61 @@ async fn a_failing_package_deployment_runs_deploy_failed() {
         "{raw}"
     );
 }
+
+#[tokio::test]
+async fn pushing_a_new_version_creates_a_release_when_the_trigger_is_on() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    s.create_environment("Development").await;
+    assert!(
+        push(&s, &make_package(work.path(), "1.0.0"))
+            .await
+            .is_success()
+    );
+    let p = s.create_project("Auto").await;
+    s.put(
+        "/api/Spaces-1/projects/Auto/deploymentprocesses",
+        json!({"Steps": [{"Name": "Deploy web", "Actions": [{"ActionType": "Octopus.TentaclePackage",
+            "Properties": {"Octopus.Action.RunOnServer": "true", "Octopus.Action.Package.PackageId": "Acme.Web", "Octopus.Action.Package.FeedId": "feeds-builtin"}}]}]}),
+    )
+    .await;
+    let mut body = p.clone();
+    body["AutoCreateRelease"] = json!(true);
+    body["ReleaseCreationStrategy"] = json!({"ReleaseCreationPackage": {"DeploymentAction": "Deploy web", "PackageReference": ""}, "ChannelId": null});
+    s.put(
+        &format!("/api/Spaces-1/projects/{}", p["Id"].as_str().unwrap()),
+        body,
+    )
+    .await;
+    // A new version: a release that uses it, versioned by the project's template.
+    assert_eq!(
+        push(&s, &make_package(work.path(), "1.2.0")).await,
+        reqwest::StatusCode::CREATED
+    );
+    let rels = s.get("/api/Spaces-1/projects/Auto/releases").await;
+    assert_eq!(rels["TotalResults"], 1, "{rels}");
+    assert_eq!(rels["Items"][0]["SelectedPackages"][0]["Version"], "1.2.0");
+    assert_eq!(rels["Items"][0]["Version"], "0.0.1");
+    // The same version pushed again (ignored) does not fire.
+    let bytes = std::fs::read(work.path().join("Acme.Web.1.2.0.zip")).unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name("Acme.Web.1.2.0.zip"),
+    );
+    let st = reqwest::Client::new()
+        .post(format!(
+            "{}/api/Spaces-1/packages/raw?overwriteMode=IgnoreIfExists",
+            s.url
+        ))
+        .header("X-Octopus-ApiKey", &s.api_key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, reqwest::StatusCode::OK);
+    assert_eq!(
+        s.get("/api/Spaces-1/projects/Auto/releases").await["TotalResults"],
+        1
+    );
+}

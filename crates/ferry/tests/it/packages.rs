@@ -1141,6 +1141,42 @@ async fn retention_keeps_the_newest_versions() {
     assert_eq!(by_age["Deleted"], json!([]));
 }
 
+/// The periodic job: a server started with a policy applies it at start (then hourly).
+#[tokio::test]
+async fn retention_policy_from_the_command_line() {
+    let mut s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    for v in ["1.0.0", "2.0.0", "3.0.0"] {
+        let p = make_package(dir.path(), "Job", v, PackageFormat::Zip, &[("v", v)]);
+        assert_eq!(push_file(&s, "", &p).await.0, StatusCode::CREATED);
+    }
+    assert_eq!(
+        s.get("/api/Spaces-1/feeds/feeds-builtin").await["DeleteUnreleasedPackagesAfterDays"],
+        0
+    );
+    s.stop();
+    s.restart(crate::harness::Opts {
+        args: vec![
+            "--package-retention-versions".into(),
+            "2".into(),
+            "--package-retention-days".into(),
+            "0".into(),
+        ],
+        ..Default::default()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while list(&s, "").await.len() > 2 {
+        assert!(Instant::now() < deadline, "retention did not run at start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        list(&s, "").await,
+        pairs(&[("Job", "3.0.0"), ("Job", "2.0.0")])
+    );
+    let events = s.get("/api/events?regarding=packages-Job.1.0.0").await;
+    assert_eq!(events["Items"][0]["Username"], "system");
+}
+
 /// A version a release selects is never deleted by retention; once the release is deleted,
 /// it is.
 #[tokio::test]

@@ -366,7 +366,12 @@ pub async fn push(
     row.published = now_ms();
 
     match store(&st, &ctx, mode, row, staged).await? {
-        Written::Created(row) => Ok((StatusCode::CREATED, Json(render(&space, &row)))),
+        Written::Created(row) => {
+            // The built-in package repository trigger: a new version may create releases.
+            super::releases::on_package_pushed(&st, &space, &ctx, &row.package_id, &row.version)
+                .await;
+            Ok((StatusCode::CREATED, Json(render(&space, &row))))
+        }
         Written::Replaced { row, old_sha256 } => {
             if old_sha256 != row.sha256 {
                 st.packages
@@ -1000,6 +1005,23 @@ mod content {
             );
             assert_eq!(element(xml, "summary").as_deref(), Some(""));
             assert_eq!(element(xml, "authors"), None);
+            // Broken input gives what it can, never a panic.
+            for broken in [
+                "<title",
+                "<title>",
+                "<title>x",
+                "<title>&</title>",
+                "<title>&#xZZ;&#99999999;&bogus; é</title>",
+                "<title><![CDATA[open</title>",
+                "<<<>>>",
+                "",
+            ] {
+                let _ = element(broken, "title");
+            }
+            assert_eq!(
+                element("<title>&#xZZ; é &amp</title>", "title").as_deref(),
+                Some("&#xZZ; é &amp")
+            );
         }
     }
 }
