@@ -89,6 +89,78 @@ impl ScriptStep {
     }
 }
 
+/// A "Deploy a package" step: a package from the built-in feed, with the file conventions.
+#[derive(Debug, Clone)]
+pub struct PackageStep {
+    pub name: String,
+    pub package_id: String,
+    /// Newline-separated globs for "Substitute variables in files".
+    pub substitute: Vec<String>,
+    /// Newline-separated globs for "Structured configuration variables".
+    pub structured: Vec<String>,
+    /// Empty: the package is deployed on the server's built-in worker.
+    pub roles: Vec<String>,
+}
+
+impl PackageStep {
+    /// The step in the DeploymentProcess shape (`Octopus.TentaclePackage`).
+    pub fn to_json(&self) -> Value {
+        let mut step_properties = Map::new();
+        if !self.roles.is_empty() {
+            step_properties.insert(TARGET_ROLES.into(), Value::String(self.roles.join(",")));
+        }
+        let mut features = Vec::new();
+        let mut props = Map::new();
+        props.insert(
+            "Octopus.Action.Package.PackageId".into(),
+            json!(self.package_id),
+        );
+        props.insert(
+            "Octopus.Action.Package.FeedId".into(),
+            json!("feeds-builtin"),
+        );
+        props.insert(
+            RUN_ON_SERVER.into(),
+            json!(if self.roles.is_empty() {
+                "true"
+            } else {
+                "false"
+            }),
+        );
+        if !self.substitute.is_empty() {
+            features.push("Octopus.Features.SubstituteInFiles");
+            props.insert(
+                "Octopus.Action.SubstituteInFiles.TargetFiles".into(),
+                json!(self.substitute.join("\n")),
+            );
+        }
+        if !self.structured.is_empty() {
+            features.push("Octopus.Features.JsonConfigurationVariables");
+            props.insert(
+                "Octopus.Action.Package.JsonConfigurationVariablesTargets".into(),
+                json!(self.structured.join("\n")),
+            );
+        }
+        props.insert(
+            "Octopus.Action.EnabledFeatures".into(),
+            json!(features.join(",")),
+        );
+        json!({
+            "Name": self.name,
+            "Condition": "Success",
+            "StartTrigger": "StartAfterPrevious",
+            "PackageRequirement": "LetOctopusDecide",
+            "Properties": step_properties,
+            "Actions": [{
+                "Name": self.name,
+                "ActionType": "Octopus.TentaclePackage",
+                "Packages": [{"Name": "", "PackageId": self.package_id, "FeedId": "feeds-builtin", "AcquisitionLocation": "Server", "Properties": {}}],
+                "Properties": props,
+            }],
+        })
+    }
+}
+
 /// Appends `step` to the process's `Steps`, refusing a second step with the same name
 /// (Octopus step names are unique within a process, compared case-insensitively).
 pub fn append_step(process: &mut Value, step: Value) -> Result<(), EditError> {

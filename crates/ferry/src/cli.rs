@@ -216,6 +216,8 @@ pub enum ProjectCommand {
 pub enum ProcessCommand {
     /// Append a "Run a script" step to a project's deployment process
     AddScript(AddScriptArgs),
+    /// Append a "Deploy a package" step (a package from the built-in feed)
+    AddPackage(AddPackageArgs),
     /// Show a project's deployment process
     Show {
         /// Project, by name, slug or id
@@ -243,6 +245,28 @@ pub struct AddScriptArgs {
     syntax: Option<SyntaxArg>,
     /// Run on deployment targets with this role (repeatable); without it the step runs
     /// on the server
+    #[arg(long = "role", value_name = "ROLE")]
+    roles: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AddPackageArgs {
+    /// Project, by name, slug or id
+    #[arg(long)]
+    project: String,
+    /// Name of the new step
+    #[arg(long)]
+    name: String,
+    /// Package id in the built-in feed
+    #[arg(long)]
+    package: String,
+    /// Substitute variables in the files matching this glob (repeatable)
+    #[arg(long = "substitute", value_name = "GLOB")]
+    substitute: Vec<String>,
+    /// Apply structured configuration variables to the files matching this glob (repeatable)
+    #[arg(long = "structured", value_name = "GLOB")]
+    structured: Vec<String>,
+    /// Deploy to targets with this role (repeatable); without it the server deploys it
     #[arg(long = "role", value_name = "ROLE")]
     roles: Vec<String>,
 }
@@ -661,6 +685,28 @@ async fn deployment_process(session: &Session, command: ProcessCommand) -> Resul
     let client = &session.client;
     let space = &session.space_id;
     match command {
+        ProcessCommand::AddPackage(args) => {
+            let step = ferry_client::process::PackageStep {
+                name: args.name.clone(),
+                package_id: args.package.clone(),
+                substitute: args.substitute.clone(),
+                structured: args.structured.clone(),
+                roles: args.roles.clone(),
+            };
+            let project = client.project(space, &args.project).await?;
+            let mut process = client.deployment_process(space, &project.id).await?;
+            process::append_step(&mut process, step.to_json())?;
+            let saved = client
+                .put_deployment_process(space, &project.id, &process)
+                .await?;
+            if session.json() {
+                return print_json(&saved);
+            }
+            print_line(format!(
+                "Added the step '{}' deploying {} to {}",
+                args.name, args.package, project.name
+            ))
+        }
         ProcessCommand::AddScript(args) => {
             let script = match (&args.script, &args.file) {
                 (Some(script), _) => script.clone(),

@@ -33,12 +33,18 @@ fn bin_dir() -> PathBuf {
 }
 
 fn run_shell(s: &Server, script: &str) -> Output {
+    let dir = std::env::temp_dir();
+    run_shell_in(s, script, &dir)
+}
+
+fn run_shell_in(s: &Server, script: &str, dir: &Path) -> Output {
     let path = format!(
         "{}:{}",
         bin_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
     Command::new("bash")
+        .current_dir(dir)
         .arg("-euo")
         .arg("pipefail")
         .arg("-c")
@@ -79,6 +85,23 @@ async fn readme_tours_work_as_written() {
         "{out}"
     );
     assert!(!out.contains("correct-horse-battery"), "{out}");
+
+    let work = tempfile::tempdir().unwrap();
+    let pkgs = run_shell_in(&s, &tour("packages"), work.path());
+    let out = text(&pkgs);
+    assert!(pkgs.status.success(), "packages tour failed:\n{out}");
+    let installed = s.data_dir.join("applications/Development/Hello.Site/1.0.0");
+    assert_eq!(
+        std::fs::read_to_string(installed.join("index.html"))
+            .unwrap()
+            .trim(),
+        "<h1>Development on dev-db.internal</h1>"
+    );
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(installed.join("appsettings.json")).unwrap())
+            .unwrap();
+    assert_eq!(settings["Greeting"], "Hello from Ferry");
+    assert_eq!(settings["Port"], 80);
 
     let curl = run_shell(&s, &tour("curl"));
     let out = text(&curl);
