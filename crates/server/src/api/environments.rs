@@ -85,8 +85,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     require_space(&st, &space).await?;
     let name = require_name(&e.name, "environment", 200)?;
-    let mut tx = st.db.begin().await?;
-    let seq = tx.next_seq(C).await?;
+    let seq = next_seq(&st, C).await?;
     let (_, count) = st
         .db
         .list_docs(&DocQuery {
@@ -101,7 +100,7 @@ pub async fn create(
     if e.sort_order == 0 {
         e.sort_order = count;
     }
-    tx.insert_doc(&doc_row(
+    let row = doc_row(
         C,
         &e.id,
         &space,
@@ -111,20 +110,18 @@ pub async fn create(
         e.sort_order,
         seq,
         &e,
-    )?)
-    .await
-    .map_err(|err| name_conflict(err, "environment", &name))?;
-    audit(
-        &mut tx,
+    )?;
+    insert_audited(
+        &st,
         &ctx,
-        &space,
-        "Created",
-        format!("Environment {} was created", e.name),
-        &[&e.id],
-        json!({"Document": e}),
+        Named {
+            what: "environment",
+            name: &name,
+        },
+        row,
+        &e,
     )
     .await?;
-    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(render(&space, &e))))
 }
 
@@ -140,8 +137,7 @@ pub async fn update(
     e.space_id = space.clone();
     e.name = name.clone();
     e.slug = slugify(&name);
-    let mut tx = st.db.begin().await?;
-    let mut new_row = doc_row(
+    let new_row = doc_row(
         C,
         &e.id,
         &space,
@@ -152,21 +148,19 @@ pub async fn update(
         row.seq,
         &e,
     )?;
-    new_row.created_at = row.created_at;
-    tx.update_doc(&new_row)
-        .await
-        .map_err(|err| name_conflict(err, "environment", &name))?;
-    audit(
-        &mut tx,
+    update_audited(
+        &st,
         &ctx,
-        &space,
-        "Modified",
-        format!("Environment {} was modified", e.name),
-        &[&e.id],
-        json!({"Before": old, "After": e}),
+        Named {
+            what: "environment",
+            name: &name,
+        },
+        &row,
+        new_row,
+        &old,
+        &e,
     )
     .await?;
-    tx.commit().await?;
     Ok(Json(render(&space, &e)))
 }
 
@@ -176,18 +170,17 @@ pub async fn remove(
     ctx: Ctx,
 ) -> ApiResult<Json<Value>> {
     let (_, e): (_, Environment) = load(&st, C, &space, &id, "Environment").await?;
-    let mut tx = st.db.begin().await?;
-    tx.delete_doc(&e.id).await?;
-    audit(
-        &mut tx,
+    delete_audited(
+        &st,
         &ctx,
+        Named {
+            what: "environment",
+            name: &e.name,
+        },
         &space,
-        "Deleted",
-        format!("Environment {} was deleted", e.name),
-        &[&e.id],
-        json!({"Document": e}),
+        &e.id,
+        &e,
     )
     .await?;
-    tx.commit().await?;
     Ok(Json(json!({})))
 }

@@ -115,28 +115,23 @@ pub async fn create(
     require_space(&st, &space).await?;
     let name = require_name(&l.name, "lifecycle", 200)?;
     validate(&st, &space, &mut l).await?;
-    let mut tx = st.db.begin().await?;
-    let seq = tx.next_seq(C).await?;
+    let seq = next_seq(&st, C).await?;
     l.id = format!("{C}-{seq}");
     l.space_id = space.clone();
     l.name = name.clone();
     l.slug = slugify(&name);
-    tx.insert_doc(&doc_row(
-        C, &l.id, &space, "", &l.name, &l.slug, 0, seq, &l,
-    )?)
-    .await
-    .map_err(|e| name_conflict(e, "lifecycle", &name))?;
-    audit(
-        &mut tx,
+    let row = doc_row(C, &l.id, &space, "", &l.name, &l.slug, 0, seq, &l)?;
+    insert_audited(
+        &st,
         &ctx,
-        &space,
-        "Created",
-        format!("Lifecycle {} was created", l.name),
-        &[&l.id],
-        json!({"Document": l}),
+        Named {
+            what: "lifecycle",
+            name: &name,
+        },
+        row,
+        &l,
     )
     .await?;
-    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(render(&space, &l))))
 }
 
@@ -153,23 +148,20 @@ pub async fn update(
     l.space_id = space.clone();
     l.name = name.clone();
     l.slug = slugify(&name);
-    let mut tx = st.db.begin().await?;
-    let mut r = doc_row(C, &l.id, &space, "", &l.name, &l.slug, 0, row.seq, &l)?;
-    r.created_at = row.created_at;
-    tx.update_doc(&r)
-        .await
-        .map_err(|e| name_conflict(e, "lifecycle", &name))?;
-    audit(
-        &mut tx,
+    let new_row = doc_row(C, &l.id, &space, "", &l.name, &l.slug, 0, row.seq, &l)?;
+    update_audited(
+        &st,
         &ctx,
-        &space,
-        "Modified",
-        format!("Lifecycle {} was modified", l.name),
-        &[&l.id],
-        json!({"Before": old, "After": l}),
+        Named {
+            what: "lifecycle",
+            name: &name,
+        },
+        &row,
+        new_row,
+        &old,
+        &l,
     )
     .await?;
-    tx.commit().await?;
     Ok(Json(render(&space, &l)))
 }
 
@@ -189,18 +181,17 @@ pub async fn remove(
             l.name
         )));
     }
-    let mut tx = st.db.begin().await?;
-    tx.delete_doc(&l.id).await?;
-    audit(
-        &mut tx,
+    delete_audited(
+        &st,
         &ctx,
+        Named {
+            what: "lifecycle",
+            name: &l.name,
+        },
         &space,
-        "Deleted",
-        format!("Lifecycle {} was deleted", l.name),
-        &[&l.id],
-        json!({"Document": l}),
+        &l.id,
+        &l,
     )
     .await?;
-    tx.commit().await?;
     Ok(Json(json!({})))
 }

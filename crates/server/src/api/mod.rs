@@ -256,3 +256,109 @@ pub fn links(self_link: String, extra: &[(&str, String)]) -> Value {
     }
     Value::Object(m)
 }
+
+/// Takes the next number of a collection's id sequence in its own transaction (a failed
+/// request leaves a gap in the numbers, as Octopus's ids have).
+pub async fn next_seq(st: &AppState, collection: &str) -> ApiResult<i64> {
+    let mut tx = st.db.begin().await?;
+    let seq = tx.next_seq(collection).await?;
+    tx.commit().await?;
+    Ok(seq)
+}
+
+/// What a named resource is called in messages: "environment", "project group", …
+pub struct Named<'a> {
+    pub what: &'a str,
+    pub name: &'a str,
+}
+
+fn capitalized(what: &str) -> String {
+    let mut c = what.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// Inserts a document and its `Created` audit event in one transaction; a duplicate name is a
+/// 409 naming it.
+pub async fn insert_audited<T: Serialize>(
+    st: &AppState,
+    ctx: &Ctx,
+    n: Named<'_>,
+    row: DocRow,
+    doc: &T,
+) -> ApiResult<()> {
+    let mut tx = st.db.begin().await?;
+    tx.insert_doc(&row)
+        .await
+        .map_err(|e| name_conflict(e, n.what, n.name))?;
+    audit(
+        &mut tx,
+        ctx,
+        &row.space_id,
+        "Created",
+        format!("{} {} was created", capitalized(n.what), n.name),
+        &[&row.id],
+        json!({"Document": doc}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Replaces a document (keeping its creation time) and writes its `Modified` audit event with
+/// the before and after, in one transaction.
+pub async fn update_audited<T: Serialize>(
+    st: &AppState,
+    ctx: &Ctx,
+    n: Named<'_>,
+    old_row: &DocRow,
+    mut row: DocRow,
+    before: &T,
+    after: &T,
+) -> ApiResult<()> {
+    row.created_at = old_row.created_at;
+    row.seq = old_row.seq;
+    let mut tx = st.db.begin().await?;
+    tx.update_doc(&row)
+        .await
+        .map_err(|e| name_conflict(e, n.what, n.name))?;
+    audit(
+        &mut tx,
+        ctx,
+        &row.space_id,
+        "Modified",
+        format!("{} {} was modified", capitalized(n.what), n.name),
+        &[&row.id],
+        json!({"Before": before, "After": after}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Deletes a document and writes its `Deleted` audit event in one transaction.
+pub async fn delete_audited<T: Serialize>(
+    st: &AppState,
+    ctx: &Ctx,
+    n: Named<'_>,
+    space: &str,
+    id: &str,
+    doc: &T,
+) -> ApiResult<()> {
+    let mut tx = st.db.begin().await?;
+    tx.delete_doc(id).await?;
+    audit(
+        &mut tx,
+        ctx,
+        space,
+        "Deleted",
+        format!("{} {} was deleted", capitalized(n.what), n.name),
+        &[id],
+        json!({"Document": doc}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

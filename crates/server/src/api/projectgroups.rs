@@ -102,28 +102,23 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     require_space(&st, &space).await?;
     let name = require_name(&g.name, "project group", 200)?;
-    let mut tx = st.db.begin().await?;
-    let seq = tx.next_seq(C).await?;
+    let seq = next_seq(&st, C).await?;
     g.id = format!("{C}-{seq}");
     g.space_id = space.clone();
     g.name = name.clone();
     g.slug = slugify(&name);
-    tx.insert_doc(&doc_row(
-        C, &g.id, &space, "", &g.name, &g.slug, 0, seq, &g,
-    )?)
-    .await
-    .map_err(|e| name_conflict(e, "project group", &name))?;
-    audit(
-        &mut tx,
+    let row = doc_row(C, &g.id, &space, "", &g.name, &g.slug, 0, seq, &g)?;
+    insert_audited(
+        &st,
         &ctx,
-        &space,
-        "Created",
-        format!("Project group {} was created", g.name),
-        &[&g.id],
-        json!({"Document": g}),
+        Named {
+            what: "project group",
+            name: &name,
+        },
+        row,
+        &g,
     )
     .await?;
-    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(render(&space, &g))))
 }
 
@@ -139,23 +134,20 @@ pub async fn update(
     g.space_id = space.clone();
     g.name = name.clone();
     g.slug = slugify(&name);
-    let mut tx = st.db.begin().await?;
-    let mut r = doc_row(C, &g.id, &space, "", &g.name, &g.slug, 0, row.seq, &g)?;
-    r.created_at = row.created_at;
-    tx.update_doc(&r)
-        .await
-        .map_err(|e| name_conflict(e, "project group", &name))?;
-    audit(
-        &mut tx,
+    let new_row = doc_row(C, &g.id, &space, "", &g.name, &g.slug, 0, row.seq, &g)?;
+    update_audited(
+        &st,
         &ctx,
-        &space,
-        "Modified",
-        format!("Project group {} was modified", g.name),
-        &[&g.id],
-        json!({"Before": old, "After": g}),
+        Named {
+            what: "project group",
+            name: &name,
+        },
+        &row,
+        new_row,
+        &old,
+        &g,
     )
     .await?;
-    tx.commit().await?;
     Ok(Json(render(&space, &g)))
 }
 
@@ -175,18 +167,17 @@ pub async fn remove(
             g.name
         )));
     }
-    let mut tx = st.db.begin().await?;
-    tx.delete_doc(&g.id).await?;
-    audit(
-        &mut tx,
+    delete_audited(
+        &st,
         &ctx,
+        Named {
+            what: "project group",
+            name: &g.name,
+        },
         &space,
-        "Deleted",
-        format!("Project group {} was deleted", g.name),
-        &[&g.id],
-        json!({"Document": g}),
+        &g.id,
+        &g,
     )
     .await?;
-    tx.commit().await?;
     Ok(Json(json!({})))
 }
