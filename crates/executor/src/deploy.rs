@@ -496,8 +496,10 @@ fn record_outputs(
     }
     if !secrets.is_empty() {
         // Sensitive output variables are masked from here on.
+        // The masker's secret set is shared by every clone of the logger, and also holds values
+        // scripts asked to mask (`##octopus[mask …]`): add to it, never replace it.
+        logger.masker().extend(secrets.iter().cloned());
         all_secrets.extend(secrets);
-        logger.set_masker(Masker::new(all_secrets.clone()));
     }
 }
 

@@ -311,3 +311,30 @@ async fn a_looping_template_fails_the_step_naming_the_variable() {
     let err = t["ErrorMessage"].as_str().unwrap();
     assert!(err.contains("Alpha") && err.contains("Beta"), "{err}");
 }
+
+#[tokio::test]
+async fn a_script_can_ask_for_a_value_to_be_masked() {
+    let s = Server::start();
+    s.create_environment("Development").await;
+    s.create_project("Mask").await;
+    s.put(
+        "/api/Spaces-1/projects/Mask/deploymentprocesses",
+        json!({"Steps": [
+            script_step("Fetch", "T='token-from-a-vault-123'\necho \"##octopus[mask value='$(printf '%s' \"$T\" | base64 -w0)']\"\necho \"got $T\"\nset_octopusvariable Token \"$T\" -sensitive", "Bash"),
+            script_step("Use", "echo \"again #{Octopus.Action[Fetch].Output.Token}\"", "Bash")
+        ]}),
+    )
+    .await;
+    s.create_release("Mask", "1.0.0").await;
+    let task = s.deploy("Mask", "1.0.0", "Development").await;
+    assert_eq!(
+        s.wait_task(&task, Duration::from_secs(30)).await["State"],
+        "Success"
+    );
+    let raw = s.raw(&format!("/api/tasks/{task}/raw")).await;
+    assert!(
+        raw.contains("got ********") && raw.contains("again ********"),
+        "{raw}"
+    );
+    assert!(!raw.contains("token-from-a-vault-123"), "{raw}");
+}
