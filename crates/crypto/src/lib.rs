@@ -1,6 +1,8 @@
 //! Ferry's secrets: the master key, API keys (shown once, stored as SHA-256 hashes), passwords
 //! (Argon2id), and a `Secret` newtype whose `Debug` never prints the value.
 
+pub mod tls;
+
 use std::fmt;
 
 use argon2::Argon2;

@@ -486,6 +486,27 @@ async fn releases_snapshot_and_versions() {
     let byv = s.get("/api/Spaces-1/projects/Snap/releases/1.0.0").await;
     assert_eq!(byv["Id"], json!(rid));
     assert!(byv["Assembled"].as_str().unwrap().ends_with("+00:00"));
+    // Custom fields are kept on the release (at most 10, 150 characters each).
+    let cf = s
+        .post("/api/Spaces-1/releases/create/v1", json!({"projectName": "Snap", "releaseVersion": "1.5.0", "customFields": {"Ticket": "ABC-1"}}))
+        .await;
+    let rel = s
+        .get(&format!(
+            "/api/Spaces-1/releases/{}",
+            cf["ReleaseId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(rel["CustomFields"]["Ticket"], "ABC-1");
+    let many: serde_json::Map<String, Value> =
+        (0..11).map(|i| (format!("F{i}"), json!("x"))).collect();
+    let (st, _) = s
+        .request(
+            "POST",
+            "/api/Spaces-1/releases/create/v1",
+            Some(json!({"ProjectName": "Snap", "ReleaseVersion": "1.6.0", "CustomFields": many})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
     // The native create endpoint too.
     let pid = s.get("/api/Spaces-1/projects/Snap").await["Id"].clone();
     let (st, native) = s

@@ -28,6 +28,7 @@ pub struct CreateReleaseV1 {
     pub ignore_channel_rules: bool,
     pub git_ref: Option<String>,
     pub git_commit: Option<String>,
+    pub custom_fields: std::collections::BTreeMap<String, Value>,
 }
 
 pub async fn create_release_v1(
@@ -55,6 +56,19 @@ pub async fn create_release_v1(
             packages: b.packages,
             package_version: b.package_version,
             selected: Vec::new(),
+            custom_fields: b
+                .custom_fields
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        match v {
+                            Value::String(s) => s,
+                            other => other.to_string(),
+                        },
+                    )
+                })
+                .collect(),
         },
     )
     .await?;

@@ -239,6 +239,9 @@ pub struct NewRelease {
     pub package_version: Option<String>,
     /// Explicit selections (the native create endpoint's `SelectedPackages`).
     pub selected: Vec<ferry_domain::SelectedPackage>,
+    /// Custom fields (`Octopus.Release.CustomFields[name]`): at most 10, each at most 150
+    /// characters, as Octopus allows.
+    pub custom_fields: std::collections::BTreeMap<String, String>,
 }
 
 /// Splits a `Packages` entry at unescaped `:`, `/` or `=` (a backslash escapes a literal one).
@@ -517,6 +520,20 @@ pub async fn create_release(
     .await?;
     let vars = VariableSnapshots::take(st, space, &project).await?;
     let selected_packages = select_packages(st, space, &process, &nr).await?;
+    if nr.custom_fields.len() > 10 {
+        return Err(ApiError::bad_request(
+            "A release can have at most 10 custom fields",
+        ));
+    }
+    if let Some((k, _)) = nr
+        .custom_fields
+        .iter()
+        .find(|(k, v)| k.chars().count() > 150 || v.chars().count() > 150)
+    {
+        return Err(ApiError::bad_request(format!(
+            "The custom field '{k}' is longer than 150 characters"
+        )));
+    }
 
     let mut tx = st.db.begin().await?;
     let seq = tx.next_seq(C).await?;
@@ -535,6 +552,7 @@ pub async fn create_release(
         project_variable_set_snapshot_id: vars.project.id.clone(),
         library_variable_set_snapshot_ids: vars.library_ids(),
         selected_packages,
+        custom_fields: nr.custom_fields.clone(),
         ..Release::default()
     };
     tx.insert_doc(&doc_row(
@@ -592,6 +610,7 @@ pub struct CreateReleaseBody {
     pub release_notes: Option<String>,
     pub ignore_channel_rules: bool,
     pub selected_packages: Vec<ferry_domain::SelectedPackage>,
+    pub custom_fields: std::collections::BTreeMap<String, String>,
 }
 
 pub async fn create(
@@ -619,6 +638,7 @@ pub async fn create(
             packages: Vec::new(),
             package_version: None,
             selected: b.selected_packages,
+            custom_fields: b.custom_fields,
         },
     )
     .await?;
@@ -996,6 +1016,7 @@ pub async fn on_package_pushed(
             packages: vec![format!("{action_name}:{version}")],
             package_version: None,
             selected: Vec::new(),
+            custom_fields: Default::default(),
         };
         match create_release(st, space, ctx, nr).await {
             Ok((r, true)) => {
