@@ -1,0 +1,194 @@
+//! Framing. A WebSocket message carries one payload (the envelope's JSON); stream transports
+//! prefix each payload with its length as a 4-byte big-endian integer. Both paths enforce a
+//! hard size limit before reading the payload, and decoding never panics.
+
+use crate::message::{Envelope, Message, PROTOCOL_VERSION};
+use serde::{Deserialize, Serialize};
+
+/// Default hard limit on one payload: 4 MiB (upload chunks are at most 1 MiB of data).
+pub const DEFAULT_MAX_FRAME: usize = 4 * 1024 * 1024;
+
+/// Length prefix size of stream frames.
+pub const HEADER_LEN: usize = 4;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { len: usize, limit: usize },
+    #[error("empty frame")]
+    Empty,
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("unsupported protocol version {0} (this side speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u16),
+    #[error("decoder closed after an earlier error")]
+    Poisoned,
+}
+
+#[derive(Serialize)]
+struct WireOut<'a> {
+    v: u16,
+    id: u64,
+    #[serde(flatten)]
+    message: &'a Message,
+}
+
+#[derive(Deserialize)]
+struct WireIn {
+    v: u16,
+    id: u64,
+    kind: String,
+    #[serde(default)]
+    body: serde_json::Value,
+}
+
+/// Encodes an envelope as one payload (for a WebSocket message).
+pub fn encode_payload(env: &Envelope, limit: usize) -> Result<Vec<u8>, FrameError> {
+    let out = WireOut {
+        v: env.v,
+        id: env.id,
+        message: &env.message,
+    };
+    let bytes = serde_json::to_vec(&out).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if bytes.len() > limit {
+        return Err(FrameError::TooLarge {
+            len: bytes.len(),
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Encodes an envelope as a length-prefixed frame (for stream transports).
+pub fn encode_frame(env: &Envelope, limit: usize) -> Result<Vec<u8>, FrameError> {
+    let payload = encode_payload(env, limit)?;
+    let len = u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge {
+        len: payload.len(),
+        limit,
+    })?;
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Decodes one payload (a WebSocket message). Checks the size first, then the version,
+/// then the kind and body.
+pub fn decode_payload(bytes: &[u8], limit: usize) -> Result<Envelope, FrameError> {
+    if bytes.len() > limit {
+        return Err(FrameError::TooLarge {
+            len: bytes.len(),
+            limit,
+        });
+    }
+    if bytes.is_empty() {
+        return Err(FrameError::Empty);
+    }
+    // serde_json bounds recursion (128 levels), so deep nesting is an error, not a crash.
+    let wire: WireIn =
+        serde_json::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if wire.v != PROTOCOL_VERSION {
+        return Err(FrameError::UnsupportedVersion(wire.v));
+    }
+    let mut obj = serde_json::Map::new();
+    obj.insert("kind".into(), serde_json::Value::String(wire.kind));
+    if !wire.body.is_null() {
+        obj.insert("body".into(), wire.body);
+    }
+    let message: Message = serde_json::from_value(serde_json::Value::Object(obj))
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    Ok(Envelope {
+        v: wire.v,
+        id: wire.id,
+        message,
+    })
+}
+
+/// Incremental decoder of length-prefixed frames. Holds at most one partial frame
+/// (`HEADER_LEN + limit` bytes); refuses an oversized length before buffering its body.
+/// After any error it stays poisoned: the transport must close the connection.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    limit: usize,
+    header: Vec<u8>,
+    body: Vec<u8>,
+    need: Option<usize>,
+    poisoned: bool,
+}
+
+impl FrameDecoder {
+    pub fn new(limit: usize) -> Self {
+        FrameDecoder {
+            limit,
+            header: Vec::with_capacity(HEADER_LEN),
+            body: Vec::new(),
+            need: None,
+            poisoned: false,
+        }
+    }
+
+    /// Bytes currently buffered (a partial frame).
+    pub fn buffered(&self) -> usize {
+        self.header.len() + self.body.len()
+    }
+
+    /// True when no partial frame is buffered (a clean place to close a stream).
+    pub fn is_idle(&self) -> bool {
+        self.buffered() == 0 && !self.poisoned
+    }
+
+    /// Feeds bytes; returns every envelope they complete, in order.
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<Vec<Envelope>, FrameError> {
+        if self.poisoned {
+            return Err(FrameError::Poisoned);
+        }
+        let mut out = Vec::new();
+        while !data.is_empty() {
+            match self.need {
+                None => {
+                    let take = (HEADER_LEN - self.header.len()).min(data.len());
+                    let (head, rest) = data.split_at(take);
+                    self.header.extend_from_slice(head);
+                    data = rest;
+                    if self.header.len() == HEADER_LEN {
+                        let mut len_bytes = [0u8; HEADER_LEN];
+                        len_bytes.copy_from_slice(&self.header);
+                        self.header.clear();
+                        let len = u32::from_be_bytes(len_bytes) as usize;
+                        if len > self.limit {
+                            self.poisoned = true;
+                            return Err(FrameError::TooLarge {
+                                len,
+                                limit: self.limit,
+                            });
+                        }
+                        if len == 0 {
+                            self.poisoned = true;
+                            return Err(FrameError::Empty);
+                        }
+                        self.need = Some(len);
+                        self.body = Vec::with_capacity(len.min(64 * 1024));
+                    }
+                }
+                Some(len) => {
+                    let take = (len - self.body.len()).min(data.len());
+                    let (part, rest) = data.split_at(take);
+                    self.body.extend_from_slice(part);
+                    data = rest;
+                    if self.body.len() == len {
+                        self.need = None;
+                        let body = std::mem::take(&mut self.body);
+                        match decode_payload(&body, self.limit) {
+                            Ok(env) => out.push(env),
+                            Err(e) => {
+                                self.poisoned = true;
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
