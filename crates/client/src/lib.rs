@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 pub use error::ClientError;
 use model::{
-    CreateRelease, DeployRelease, DeploymentsCreated, Environment, Named, NewEnvironment,
+    CreateRelease, DeployRelease, DeploymentsCreated, Environment, Machine, Named, NewEnvironment,
     NewProject, Project, ReleaseCreated, Resource, ServerTask, Space,
 };
 use url::segment;
@@ -225,6 +225,87 @@ impl Client {
     ) -> Result<Resource<Environment>, ClientError> {
         let path = format!("/api/{}/environments", segment(space_id));
         Resource::from_json(self.post_json(&path, &to_value(environment)?).await?)
+    }
+
+    // ---- deployment targets ----
+
+    /// `GET /api/{space}/machines`, every page at once, with any of `roles` and in any of
+    /// `environment_ids` (an empty list does not filter).
+    pub async fn machines(
+        &self,
+        space_id: &str,
+        roles: &[String],
+        environment_ids: &[String],
+    ) -> Result<Vec<Resource<Machine>>, ClientError> {
+        let mut path = format!("/api/{}/machines?skip=0&take=2147483647", segment(space_id));
+        let join = |values: &[String]| {
+            values
+                .iter()
+                .map(|v| segment(v))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if !roles.is_empty() {
+            path.push_str(&format!("&roles={}", join(roles)));
+        }
+        if !environment_ids.is_empty() {
+            path.push_str(&format!("&environmentIds={}", join(environment_ids)));
+        }
+        match self.get_json(&path).await? {
+            Value::Object(mut page) => match page.remove("Items") {
+                Some(items) => Resource::list_from_json(items),
+                None => Err(ClientError::Decode(format!(
+                    "the answer to GET {path} has no Items list"
+                ))),
+            },
+            other => Err(ClientError::Decode(format!(
+                "expected a page of machines from GET {path} but the server sent {}",
+                model::json_kind(&other)
+            ))),
+        }
+    }
+
+    /// `GET /api/{space}/machines/{idOrName}`; a 404 means no such machine.
+    pub async fn machine(
+        &self,
+        space_id: &str,
+        id_or_name: &str,
+    ) -> Result<Resource<Machine>, ClientError> {
+        let path = format!(
+            "/api/{}/machines/{}",
+            segment(space_id),
+            segment(id_or_name)
+        );
+        Resource::from_json(self.get_json(&path).await?)
+    }
+
+    /// `PUT /api/{space}/machines/{id}` with the whole machine document.
+    pub async fn put_machine(
+        &self,
+        space_id: &str,
+        machine_id: &str,
+        machine: &Value,
+    ) -> Result<Resource<Machine>, ClientError> {
+        let path = format!(
+            "/api/{}/machines/{}",
+            segment(space_id),
+            segment(machine_id)
+        );
+        Resource::from_json(self.put_json(&path, machine).await?)
+    }
+
+    /// `DELETE /api/{space}/machines/{id}`.
+    pub async fn delete_machine(
+        &self,
+        space_id: &str,
+        machine_id: &str,
+    ) -> Result<(), ClientError> {
+        let path = format!(
+            "/api/{}/machines/{}",
+            segment(space_id),
+            segment(machine_id)
+        );
+        self.delete(&path).await.map(|_| ())
     }
 
     // ---- projects ----

@@ -115,6 +115,41 @@ pub struct Named {
     pub name: String,
 }
 
+/// A deployment target (Octopus's machine resource).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Machine {
+    #[serde(deserialize_with = "null_as_empty")]
+    pub id: String,
+    #[serde(deserialize_with = "null_as_empty")]
+    pub name: String,
+    pub is_disabled: bool,
+    pub environment_ids: Vec<String>,
+    pub roles: Vec<String>,
+    pub tenant_ids: Vec<String>,
+    #[serde(deserialize_with = "null_as_empty")]
+    pub machine_policy_id: String,
+    /// `Healthy | HasWarnings | Unhealthy | Unavailable | Unknown`.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub health_status: String,
+    #[serde(deserialize_with = "null_as_empty")]
+    pub status_summary: String,
+    pub endpoint: MachineEndpoint,
+}
+
+/// How the server reaches a target.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MachineEndpoint {
+    /// `TentaclePassive` (listening) or `TentacleActive` (polling), for now.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub communication_style: String,
+    #[serde(deserialize_with = "null_as_empty")]
+    pub uri: String,
+    #[serde(deserialize_with = "null_as_empty")]
+    pub thumbprint: String,
+}
+
 /// A server task: a deployment, runbook run or system job.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]

@@ -559,3 +559,138 @@ impl DeploymentAction {
 pub fn prop_is_true(v: Option<&str>) -> bool {
     v.is_some_and(|s| s.trim().eq_ignore_ascii_case("true"))
 }
+
+/// How the server reaches a deployment target. Only the Ferry agent's two styles exist so far:
+/// `TentaclePassive` (listening: `Uri` is `https://host:port/`) and `TentacleActive` (polling:
+/// `Uri` is `poll://subscription/`); both pin the agent's certificate `Thumbprint`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Endpoint {
+    pub communication_style: String,
+    pub uri: String,
+    pub thumbprint: String,
+    pub proxy_id: Option<String>,
+    pub certificate_signature_algorithm: Option<String>,
+    pub tentacle_version_details: Option<Value>,
+    pub id: Option<String>,
+}
+
+/// A deployment target (Octopus's machine resource).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Machine {
+    pub id: String,
+    pub space_id: String,
+    pub name: String,
+    pub slug: String,
+    pub is_disabled: bool,
+    pub environment_ids: Vec<String>,
+    pub roles: Vec<String>,
+    pub tenant_ids: Vec<String>,
+    pub tenant_tags: Vec<String>,
+    /// `Untenanted | TenantedOrUntenanted | Tenanted`.
+    pub tenanted_deployment_participation: String,
+    pub machine_policy_id: String,
+    /// `Healthy | HasWarnings | Unhealthy | Unavailable | Unknown`.
+    pub health_status: String,
+    /// Legacy: `Online | Offline | Unknown | NeedsUpgrade | CalamariNeedsUpgrade | Disabled`.
+    pub status: String,
+    pub status_summary: String,
+    pub has_latest_calamari: bool,
+    pub is_in_process: bool,
+    pub thumbprint: String,
+    pub uri: String,
+    pub operating_system: String,
+    pub shell_name: String,
+    pub shell_version: String,
+    pub endpoint: Endpoint,
+}
+
+/// A health-check script setting of a machine policy.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MachineScriptPolicy {
+    /// `InheritFromDefault | Inline | OnlyConnectivity`.
+    pub run_type: String,
+    pub script_body: Option<String>,
+}
+
+impl Default for MachineScriptPolicy {
+    fn default() -> Self {
+        MachineScriptPolicy {
+            run_type: "InheritFromDefault".to_string(),
+            script_body: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MachineHealthCheckPolicy {
+    /// A .NET TimeSpan: `hh:mm:ss` or `d.hh:mm:ss`.
+    pub health_check_interval: String,
+    /// `RunScript | OnlyConnectivity`.
+    pub health_check_type: String,
+    pub bash_health_check_policy: MachineScriptPolicy,
+}
+
+impl Default for MachineHealthCheckPolicy {
+    fn default() -> Self {
+        MachineHealthCheckPolicy {
+            health_check_interval: "00:10:00".to_string(),
+            health_check_type: "RunScript".to_string(),
+            bash_health_check_policy: MachineScriptPolicy::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MachineConnectivityPolicy {
+    /// `ExpectedToBeOnline | MayBeOfflineAndCanBeSkipped`.
+    pub machine_connectivity_behavior: String,
+}
+
+impl Default for MachineConnectivityPolicy {
+    fn default() -> Self {
+        MachineConnectivityPolicy {
+            machine_connectivity_behavior: "ExpectedToBeOnline".to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MachineCleanupPolicy {
+    /// `DoNotDelete | DeleteUnavailableMachines`.
+    pub delete_machines_behavior: String,
+    /// A .NET TimeSpan: how long a machine stays unavailable before it is deleted.
+    pub delete_machines_elapsed_time_span: String,
+}
+
+impl Default for MachineCleanupPolicy {
+    fn default() -> Self {
+        MachineCleanupPolicy {
+            delete_machines_behavior: "DoNotDelete".to_string(),
+            delete_machines_elapsed_time_span: "1.00:00:00".to_string(),
+        }
+    }
+}
+
+/// How targets of a space are health-checked and what unavailability means.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MachinePolicy {
+    pub id: String,
+    pub space_id: String,
+    pub name: String,
+    pub slug: String,
+    pub description: String,
+    pub is_default: bool,
+    pub machine_health_check_policy: MachineHealthCheckPolicy,
+    pub machine_connectivity_policy: MachineConnectivityPolicy,
+    pub machine_cleanup_policy: MachineCleanupPolicy,
+}
+
+/// The name of the policy every space starts with.
+pub const DEFAULT_MACHINE_POLICY_NAME: &str = "Default Machine Policy";

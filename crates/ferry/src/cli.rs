@@ -1,6 +1,7 @@
 //! The client half of the `ferry` command line: environments, projects, deployment
-//! processes, variables, releases, deployments, tasks and packages, over the REST API through
-//! `ferry-client` (`ferry package pack` works locally, through `ferry-packages`).
+//! processes, variables, releases, deployments, tasks, packages and deployment targets, over
+//! the REST API through `ferry-client` (`ferry package pack` works locally, through
+//! `ferry-packages`).
 //!
 //! `main.rs` flattens [`ClientCommand`] next to `ferry server` and calls [`run`], whose
 //! return value is the process exit code. The codes are a contract for scripts and are
@@ -119,6 +120,46 @@ pub enum ClientCommand {
     /// Push, pack and list packages of the built-in feed
     #[command(subcommand)]
     Package(PackageCommand),
+    /// List, show, disable, enable and delete deployment targets
+    #[command(subcommand)]
+    Target(TargetCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TargetCommand {
+    /// List the deployment targets of the space
+    List {
+        /// Only targets with this role (repeatable: any of them)
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Only targets in this environment, by name or id (repeatable: any of them)
+        #[arg(long = "environment", value_name = "NAME|ID")]
+        environments: Vec<String>,
+    },
+    /// Show a deployment target
+    Show {
+        /// Target, by name or id
+        #[arg(value_name = "NAME|ID")]
+        target: String,
+    },
+    /// Disable a deployment target: deployments leave it out
+    Disable {
+        /// Target, by name or id
+        #[arg(value_name = "NAME|ID")]
+        target: String,
+    },
+    /// Enable a disabled deployment target
+    Enable {
+        /// Target, by name or id
+        #[arg(value_name = "NAME|ID")]
+        target: String,
+    },
+    /// Delete a deployment target
+    Delete {
+        /// Target, by name or id
+        #[arg(value_name = "NAME|ID")]
+        target: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -576,6 +617,96 @@ async fn execute(conn: &ConnArgs, command: ClientCommand) -> Result<(), Failure>
             let session = Session::open(conn).await?;
             package(&session, command).await
         }
+        ClientCommand::Target(command) => {
+            let session = Session::open(conn).await?;
+            target(&session, command).await
+        }
+    }
+}
+
+// ---- deployment targets ----
+
+async fn target(session: &Session, command: TargetCommand) -> Result<(), Failure> {
+    let client = &session.client;
+    let space = &session.space_id;
+    let environments = client.environments(space).await?;
+    let env_name = |id: &str| {
+        environments
+            .iter()
+            .find(|e| e.id == id)
+            .map_or_else(|| id.to_owned(), |e| e.name.clone())
+    };
+    match command {
+        TargetCommand::List {
+            roles,
+            environments: wanted,
+        } => {
+            let mut ids = Vec::new();
+            for e in &wanted {
+                ids.push(client.find_environment(space, e).await?.data.id);
+            }
+            let machines = client.machines(space, &roles, &ids).await?;
+            if session.json() {
+                return print_json_list(&machines);
+            }
+            if machines.is_empty() {
+                return print_line("No deployment targets");
+            }
+            let rows = machines
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.id.clone(),
+                        m.name.clone(),
+                        m.endpoint.communication_style.clone(),
+                        health_text(m),
+                        m.environment_ids
+                            .iter()
+                            .map(|id| env_name(id))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        m.roles.join(","),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["ID", "NAME", "STYLE", "HEALTH", "ENVIRONMENTS", "ROLES"],
+                rows,
+            )
+        }
+        TargetCommand::Show { target } => {
+            let m = client.machine(space, &target).await?;
+            if session.json() {
+                return print_json(&m.json);
+            }
+            let envs = m
+                .environment_ids
+                .iter()
+                .map(|id| env_name(id))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let lines = [
+                format!("{} ({})", m.name, m.id),
+                format!("  Style:        {}", m.endpoint.communication_style),
+                format!("  Uri:          {}", m.endpoint.uri),
+                format!("  Thumbprint:   {}", m.endpoint.thumbprint),
+                format!("  Health:       {}", health_text(&m)),
+                format!("  Environments: {envs}"),
+                format!("  Roles:        {}", m.roles.join(", ")),
+                format!("  Policy:       {}", m.machine_policy_id),
+            ];
+            print_line(lines.join("\n"))
+        }
+        TargetCommand::Disable { target } => set_disabled(session, &target, true).await,
+        TargetCommand::Enable { target } => set_disabled(session, &target, false).await,
+        TargetCommand::Delete { target } => {
+            let m = client.machine(space, &target).await?;
+            client.delete_machine(space, &m.id).await?;
+            if session.json() {
+                return print_json(&m.json);
+            }
+            print_line(format!("Deleted target {} ({})", m.name, m.id))
+        }
     }
 }
 
@@ -616,6 +747,30 @@ async fn environment(session: &Session, command: EnvironmentCommand) -> Result<(
                 .collect();
             print_table(&["ID", "NAME", "DESCRIPTION"], rows)
         }
+    }
+}
+
+/// Puts the target back with `IsDisabled` set; everything else as the server sent it.
+async fn set_disabled(session: &Session, target: &str, disabled: bool) -> Result<(), Failure> {
+    let client = &session.client;
+    let m = client.machine(&session.space_id, target).await?;
+    let mut doc = m.json.clone();
+    if let Some(o) = doc.as_object_mut() {
+        o.insert("IsDisabled".to_owned(), Value::Bool(disabled));
+    }
+    let saved = client.put_machine(&session.space_id, &m.id, &doc).await?;
+    if session.json() {
+        return print_json(&saved.json);
+    }
+    let verb = if disabled { "Disabled" } else { "Enabled" };
+    print_line(format!("{verb} target {} ({})", saved.name, saved.id))
+}
+
+fn health_text(m: &ferry_client::model::Machine) -> String {
+    if m.is_disabled {
+        format!("{} (disabled)", m.health_status)
+    } else {
+        m.health_status.clone()
     }
 }
 

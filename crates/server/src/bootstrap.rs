@@ -1,12 +1,15 @@
 //! First start on an empty store: the installation id, the `Default` space (`Spaces-1`) with its
-//! `Default Lifecycle` and `Default Project Group`, and the `admin` user with an API key.
+//! `Default Lifecycle`, `Default Project Group` and `Default Machine Policy`, and the `admin`
+//! user with an API key.
 //! Safe to run on every start and on several nodes at once: everything is created only if
 //! missing, and a concurrent creator's unique-key conflict is treated as "already there".
 
 use ferry_crypto::Secret;
 use ferry_domain::ids::slugify;
 use ferry_domain::time::now_ms;
-use ferry_domain::{Lifecycle, ProjectGroup, RetentionPeriod, Space};
+use ferry_domain::{
+    DEFAULT_MACHINE_POLICY_NAME, Lifecycle, MachinePolicy, ProjectGroup, RetentionPeriod, Space,
+};
 use ferry_store::{ApiKeyRow, Db, DocQuery, EventRow, StoreError, UserRow};
 use serde_json::json;
 
@@ -116,6 +119,23 @@ pub async fn create_space(
         .map_err(store_err)?,
     )
     .await?;
+    let pseq = tx.next_seq("MachinePolicies").await?;
+    let policy = default_machine_policy(&space.id, &format!("MachinePolicies-{pseq}"));
+    tx.insert_doc(
+        &doc_row(
+            "MachinePolicies",
+            &policy.id,
+            &space.id,
+            "",
+            &policy.name,
+            &policy.slug,
+            0,
+            pseq,
+            &policy,
+        )
+        .map_err(store_err)?,
+    )
+    .await?;
     let (username, user_id, ip) = match ctx {
         Some(c) => (
             c.principal.username.clone(),
@@ -136,13 +156,26 @@ pub async fn create_space(
         username,
         user_id,
         occurred: now_ms(),
-        related_document_ids: [space.id.as_str(), &lifecycle.id, &group.id].join(","),
+        related_document_ids: [space.id.as_str(), &lifecycle.id, &group.id, &policy.id].join(","),
         details: json!({"Document": space}).to_string(),
         ip_address: ip,
     })
     .await?;
     tx.commit().await?;
     Ok(space)
+}
+
+/// The `Default Machine Policy` a space starts with.
+pub fn default_machine_policy(space_id: &str, id: &str) -> MachinePolicy {
+    MachinePolicy {
+        id: id.to_string(),
+        space_id: space_id.to_string(),
+        name: DEFAULT_MACHINE_POLICY_NAME.to_string(),
+        slug: slugify(DEFAULT_MACHINE_POLICY_NAME),
+        description: "The default machine policy".to_string(),
+        is_default: true,
+        ..MachinePolicy::default()
+    }
 }
 
 /// Seeds an empty store and makes sure the admin user (and `admin_api_key`, if given) exist.

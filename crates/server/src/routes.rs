@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::api::{
     buildinfo, channels, deployments, environments, events, executions, libraryvariablesets,
-    lifecycles, misc, packages, process, projectgroups, projects, releases, retention, spaces,
-    tasks, variables,
+    lifecycles, machinepolicies, machines, misc, packages, process, projectgroups, projects,
+    releases, retention, spaces, tasks, variables,
 };
 
 /// Octopus's permission names, as far as Ferry's endpoints need them. `Anonymous` endpoints
@@ -32,6 +32,12 @@ pub enum Permission {
     EnvironmentCreate,
     EnvironmentEdit,
     EnvironmentDelete,
+    MachineView,
+    MachineCreate,
+    MachineEdit,
+    MachineDelete,
+    MachinePolicyView,
+    MachinePolicyEdit,
     ProjectGroupView,
     ProjectGroupCreate,
     ProjectGroupEdit,
@@ -384,6 +390,85 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             P::EnvironmentDelete,
             "Delete an environment",
             environments::remove,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/environments/{id}/machines",
+            P::MachineView,
+            "List the machines of an environment",
+            machines::in_environment,
+        )
+        // Machines (deployment targets)
+        .add(
+            M::GET,
+            "/api/{space_id}/machines",
+            P::MachineView,
+            "List machines",
+            machines::list,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/machines",
+            P::MachineCreate,
+            "Create a machine",
+            machines::create,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/machines/all",
+            P::MachineView,
+            "All machines",
+            machines::all,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/machines/{id}",
+            P::MachineView,
+            "Get a machine",
+            machines::get,
+        )
+        .add(
+            M::PUT,
+            "/api/{space_id}/machines/{id}",
+            P::MachineEdit,
+            "Update a machine",
+            machines::update,
+        )
+        .add(
+            M::DELETE,
+            "/api/{space_id}/machines/{id}",
+            P::MachineDelete,
+            "Delete a machine",
+            machines::remove,
+        )
+        // Machine policies
+        .add(
+            M::GET,
+            "/api/{space_id}/machinepolicies",
+            P::MachinePolicyView,
+            "List machine policies",
+            machinepolicies::list,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/machinepolicies/all",
+            P::MachinePolicyView,
+            "All machine policies",
+            machinepolicies::all,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/machinepolicies/{id}",
+            P::MachinePolicyView,
+            "Get a machine policy",
+            machinepolicies::get,
+        )
+        .add(
+            M::PUT,
+            "/api/{space_id}/machinepolicies/{id}",
+            P::MachinePolicyEdit,
+            "Update a machine policy",
+            machinepolicies::update,
         )
         // Project groups
         .add(

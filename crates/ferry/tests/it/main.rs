@@ -10,6 +10,7 @@ mod harness;
 mod api;
 mod cli;
 mod deploy_vars;
+mod machines;
 mod package_deploy;
 mod packages;
 mod pg;

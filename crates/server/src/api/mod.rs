@@ -10,6 +10,8 @@ pub mod events;
 pub mod executions;
 pub mod libraryvariablesets;
 pub mod lifecycles;
+pub mod machinepolicies;
+pub mod machines;
 pub mod misc;
 pub mod packages;
 pub mod process;
