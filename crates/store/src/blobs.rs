@@ -73,9 +73,30 @@ pub struct Upload {
     path: PathBuf,
     file: BufWriter<tokio::fs::File>,
     sha1: Sha1,
-    sha256: Sha256,
+    /// SHA-256 runs on its own thread, beside the SHA-1 and the writes of this task, so a large
+    /// upload is not limited to one core's hashing speed. Chunks queue in a bounded channel.
+    sha256: Option<Sha256Worker>,
     size: u64,
     armed: bool,
+}
+
+struct Sha256Worker {
+    tx: tokio::sync::mpsc::Sender<std::sync::Arc<[u8]>>,
+    handle: std::thread::JoinHandle<[u8; 32]>,
+}
+
+impl Sha256Worker {
+    fn start() -> Sha256Worker {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::sync::Arc<[u8]>>(64);
+        let handle = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            while let Some(chunk) = rx.blocking_recv() {
+                h.update(&chunk);
+            }
+            h.finalize().into()
+        });
+        Sha256Worker { tx, handle }
+    }
 }
 
 impl std::fmt::Debug for Upload {
@@ -110,7 +131,7 @@ impl Upload {
                         path,
                         file: BufWriter::with_capacity(WRITE_BUFFER, f),
                         sha1: Sha1::new(),
-                        sha256: Sha256::new(),
+                        sha256: Some(Sha256Worker::start()),
                         size: 0,
                         armed: true,
                     });
@@ -123,8 +144,13 @@ impl Upload {
 
     /// Appends a chunk.
     pub async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if let Some(w) = &self.sha256 {
+            let shared: std::sync::Arc<[u8]> = std::sync::Arc::from(chunk);
+            w.tx.send(shared)
+                .await
+                .map_err(|_| io::Error::other("the SHA-256 worker stopped"))?;
+        }
         self.sha1.update(chunk);
-        self.sha256.update(chunk);
         self.size += chunk.len() as u64;
         self.file.write_all(chunk).await
     }
@@ -138,8 +164,17 @@ impl Upload {
     pub async fn finish(mut self) -> io::Result<Staged> {
         self.file.flush().await?;
         self.file.get_mut().sync_all().await?;
+        let worker = self
+            .sha256
+            .take()
+            .ok_or_else(|| io::Error::other("the upload was already finished"))?;
+        drop(worker.tx);
+        let digest = tokio::task::spawn_blocking(move || worker.handle.join())
+            .await
+            .map_err(io::Error::other)?
+            .map_err(|_| io::Error::other("the SHA-256 worker failed"))?;
         let info = BlobInfo {
-            sha256: hex::encode(self.sha256.clone().finalize()),
+            sha256: hex::encode(digest),
             sha1: hex::encode(self.sha1.clone().finalize()),
             size: self.size,
         };
