@@ -220,7 +220,8 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
     };
     let mut secrets = sensitive_values(&ctx.sets);
     secrets.extend(ctx.prompted.iter().filter(|p| p.2).map(|p| p.1.clone()));
-    logger.set_masker(Masker::new(secrets.clone()));
+    // Sensitive output variables join this (shared) set as the scripts set them: see LogOutput.
+    logger.set_masker(Masker::new(secrets));
     let base = deployment_variables(ex, task, &ctx);
     // Output variables and deployment state set by earlier steps.
     let mut outputs = Dictionary::default();
@@ -314,15 +315,13 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
                 cancel: &cancel,
             };
             match run_action(run, &dict).await {
-                (ActionResult::Ok, out) => {
-                    record_outputs(&mut outputs, &mut logger, &mut secrets, action, out)
-                }
+                (ActionResult::Ok, out) => record_outputs(&mut outputs, action, out),
                 (ActionResult::Canceled, _) => {
                     canceled = true;
                     break;
                 }
                 (ActionResult::Failed(msg), out) => {
-                    record_outputs(&mut outputs, &mut logger, &mut secrets, action, out);
+                    record_outputs(&mut outputs, action, out);
                     step_failed = Some(msg);
                     break;
                 }
@@ -468,21 +467,9 @@ pub(crate) struct ActionOutput {
     pub machine: String,
 }
 
-fn record_outputs(
-    outputs: &mut Dictionary,
-    logger: &mut TaskLogger,
-    all_secrets: &mut Vec<String>,
-    action: &DeploymentAction,
-    out: ActionOutput,
-) {
-    let mut secrets = Vec::new();
+fn record_outputs(outputs: &mut Dictionary, action: &DeploymentAction, out: ActionOutput) {
     for (name, value, sensitive) in out.variables {
         let a = &action.name;
-        outputs.set_with(
-            &format!("Octopus.Action[{a}].Output.{name}"),
-            value.clone(),
-            sensitive,
-        );
         if !out.machine.is_empty() {
             outputs.set_with(
                 &format!("Octopus.Action[{a}].Output[{}].{name}", out.machine),
@@ -490,16 +477,11 @@ fn record_outputs(
                 sensitive,
             );
         }
-        if sensitive {
-            secrets.push(value);
-        }
-    }
-    if !secrets.is_empty() {
-        // Sensitive output variables are masked from here on.
-        // The masker's secret set is shared by every clone of the logger, and also holds values
-        // scripts asked to mask (`##octopus[mask …]`): add to it, never replace it.
-        logger.masker().extend(secrets.iter().cloned());
-        all_secrets.extend(secrets);
+        outputs.set_with(
+            &format!("Octopus.Action[{a}].Output.{name}"),
+            value,
+            sensitive,
+        );
     }
 }
 

@@ -836,6 +836,24 @@ async fn project(session: &Session, command: ProjectCommand) -> Result<(), Failu
 
 // ---- deployment process ----
 
+/// Appends a step to a project's deployment process; returns the project and the process as
+/// the server saved it.
+async fn append_step_to(
+    session: &Session,
+    project: &str,
+    step: Value,
+) -> Result<(Resource<ferry_client::model::Project>, Value), Failure> {
+    let client = &session.client;
+    let space = &session.space_id;
+    let project = client.project(space, project).await?;
+    let mut process = client.deployment_process(space, &project.id).await?;
+    process::append_step(&mut process, step)?;
+    let saved = client
+        .put_deployment_process(space, &project.id, &process)
+        .await?;
+    Ok((project, saved))
+}
+
 async fn deployment_process(session: &Session, command: ProcessCommand) -> Result<(), Failure> {
     let client = &session.client;
     let space = &session.space_id;
@@ -848,12 +866,7 @@ async fn deployment_process(session: &Session, command: ProcessCommand) -> Resul
                 structured: args.structured.clone(),
                 roles: args.roles.clone(),
             };
-            let project = client.project(space, &args.project).await?;
-            let mut process = client.deployment_process(space, &project.id).await?;
-            process::append_step(&mut process, step.to_json())?;
-            let saved = client
-                .put_deployment_process(space, &project.id, &process)
-                .await?;
+            let (project, saved) = append_step_to(session, &args.project, step.to_json()).await?;
             if session.json() {
                 return print_json(&saved);
             }
@@ -890,12 +903,7 @@ async fn deployment_process(session: &Session, command: ProcessCommand) -> Resul
                 syntax,
                 roles: args.roles.clone(),
             };
-            let project = client.project(space, &args.project).await?;
-            let mut process = client.deployment_process(space, &project.id).await?;
-            process::append_step(&mut process, step.to_json())?;
-            let saved = client
-                .put_deployment_process(space, &project.id, &process)
-                .await?;
+            let (project, saved) = append_step_to(session, &args.project, step.to_json()).await?;
             let steps = saved.get("Steps").and_then(Value::as_array);
             let position = steps.and_then(|steps| {
                 steps.iter().position(|candidate| {

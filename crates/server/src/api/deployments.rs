@@ -172,16 +172,15 @@ pub async fn prompted_values(
     Ok(out)
 }
 
-/// Queues a deployment of `release` to `env` after checking the lifecycle.
-pub async fn create_deployment(
+/// Refuses a deployment the release's lifecycle does not allow yet (or of a disabled project),
+/// naming the phase to complete and the environments still to deploy.
+pub async fn check_lifecycle(
     st: &AppState,
     space: &str,
-    ctx: &Ctx,
     release: &Release,
     project: &Project,
     env: &Environment,
-    nd: NewDeployment,
-) -> ApiResult<Deployment> {
+) -> ApiResult<()> {
     if project.is_disabled {
         return Err(ApiError::bad_request(format!(
             "Project '{}' is disabled",
@@ -212,6 +211,20 @@ pub async fn create_deployment(
         };
         return Err(ApiError::bad_request(msg));
     }
+    Ok(())
+}
+
+/// Queues a deployment of `release` to `env` after checking the lifecycle.
+pub async fn create_deployment(
+    st: &AppState,
+    space: &str,
+    ctx: &Ctx,
+    release: &Release,
+    project: &Project,
+    env: &Environment,
+    nd: NewDeployment,
+) -> ApiResult<Deployment> {
+    check_lifecycle(st, space, release, project, env).await?;
     let now = now_ms();
     if let (Some(at), Some(exp)) = (nd.queue_time, nd.queue_time_expiry) {
         if exp <= at {

@@ -206,15 +206,8 @@ pub async fn deploy_untenanted(
     let queue_time = parse_time("RunAt", b.run_at.as_deref())?;
     let queue_time_expiry = parse_time("NoRunAfter", b.no_run_after.as_deref())?;
     // Check every environment before queueing any, so a refusal queues nothing.
-    let pr = super::releases::progress(&st, &space, &release, &project).await?;
     for e in &envs {
-        if ferry_domain::lifecycle::check_deploy(&pr.phases, &pr.succeeded, &pr.deployed, &e.id)
-            .is_err()
-        {
-            // create_deployment produces the full message.
-            let nd = NewDeployment::default();
-            create_deployment(&st, &space, &ctx, &release, &project, e, nd).await?;
-        }
+        super::deployments::check_lifecycle(&st, &space, &release, &project, e).await?;
     }
     if b.update_variable_snapshot {
         release = super::releases::update_variables(&st, &space, &ctx, &release.id).await?;

@@ -229,23 +229,20 @@ pub async fn update(
     l.name = name.clone();
     l.content_type = old.content_type.clone();
     l.variable_set_id = old.variable_set_id.clone();
-    let mut tx = st.db.begin().await?;
-    let mut r = doc_row(C, &l.id, &space, "", &l.name, "", 0, row.seq, &l)?;
-    r.created_at = row.created_at;
-    tx.update_doc(&r)
-        .await
-        .map_err(|e| name_conflict(e, "library variable set", &name))?;
-    audit(
-        &mut tx,
+    let new_row = doc_row(C, &l.id, &space, "", &l.name, "", 0, row.seq, &l)?;
+    update_audited(
+        &st,
         &ctx,
-        &space,
-        "Modified",
-        format!("Library variable set {} was modified", l.name),
-        &[&l.id],
-        json!({"Before": old, "After": l}),
+        Named {
+            what: "library variable set",
+            name: &name,
+        },
+        &row,
+        new_row,
+        &old,
+        &l,
     )
     .await?;
-    tx.commit().await?;
     Ok(Json(render(&space, &l)))
 }
 

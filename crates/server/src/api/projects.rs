@@ -298,23 +298,20 @@ pub async fn update(
     p.slug = slugify(&name);
     p.deployment_process_id = old.deployment_process_id.clone();
     p.variable_set_id = old.variable_set_id.clone();
-    let mut tx = st.db.begin().await?;
-    let mut r = project_row(&p, row.seq)?;
-    r.created_at = row.created_at;
-    tx.update_doc(&r)
-        .await
-        .map_err(|e| name_conflict(e, "project", &name))?;
-    audit(
-        &mut tx,
+    let new_row = project_row(&p, row.seq)?;
+    update_audited(
+        &st,
         &ctx,
-        &space,
-        "Modified",
-        format!("Project {} was modified", p.name),
-        &[&p.id],
-        json!({"Before": old, "After": p}),
+        Named {
+            what: "project",
+            name: &name,
+        },
+        &row,
+        new_row,
+        &old,
+        &p,
     )
     .await?;
-    tx.commit().await?;
     Ok(Json(render(&space, &p)))
 }
 
