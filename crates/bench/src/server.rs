@@ -52,6 +52,8 @@ impl Server {
             .arg("server")
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .arg("--polling-listen")
+            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
             .stdin(Stdio::null())

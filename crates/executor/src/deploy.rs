@@ -5,17 +5,18 @@
 use ferry_domain::task::{ActivityStatus, LogCategory, TaskState};
 use ferry_domain::variables::ScopeContext;
 use ferry_domain::{
-    Channel, Deployment, DeploymentAction, DeploymentProcess, DeploymentStep, Environment, Project,
-    Release, Space, VariableSet, prop_is_true,
+    Channel, Deployment, DeploymentAction, DeploymentProcess, DeploymentStep, Environment, Machine,
+    Project, Release, Space, VariableSet, prop_is_true,
 };
 use ferry_store::TaskRow;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::Executor;
 use crate::log::{Activity, Masker, TaskLogger};
 use crate::service_message::{OutputEvent, OutputInterpreter, ServiceMessage};
-use crate::target::{ScriptOutcome, ScriptOutput, ScriptRequest, Stream, Syntax, Target};
+use crate::target::{ScriptOutcome, ScriptOutput, ScriptRequest, Stream, Syntax, Target, TaskRef};
 use crate::variables::{Dictionary, OpenedSet, open_set, resolve, sensitive_values};
 
 /// What a task run produced.
@@ -57,6 +58,8 @@ struct Context {
     sets: Vec<OpenedSet>,
     /// Prompted values given when the deployment was created (name → value).
     prompted: Vec<(String, String, bool)>,
+    /// Enabled deployment targets in the deployment's environment (and tenant), by name.
+    machines: Vec<Machine>,
 }
 
 async fn load_context(ex: &Executor, task: &TaskRow) -> Result<Context, String> {
@@ -97,6 +100,7 @@ async fn load_context(ex: &Executor, task: &TaskRow) -> Result<Context, String> 
         )?);
     }
     let prompted = prompted_values(ex, &deployment);
+    let machines = load_machines(ex, &release.space_id, &deployment).await?;
     Ok(Context {
         deployment,
         release,
@@ -107,7 +111,44 @@ async fn load_context(ex: &Executor, task: &TaskRow) -> Result<Context, String> 
         space,
         sets,
         prompted,
+        machines,
     })
+}
+
+/// The enabled targets a deployment can use: in its environment, and for a tenanted deployment
+/// connected to its tenant (an untenanted one uses untenanted targets).
+async fn load_machines(
+    ex: &Executor,
+    space_id: &str,
+    deployment: &Deployment,
+) -> Result<Vec<Machine>, String> {
+    let mut q = ferry_store::DocQuery::new("Machines");
+    q.space_id = Some(space_id.to_string());
+    let (rows, _) = ex
+        .db
+        .list_docs(&q)
+        .await
+        .map_err(|e| format!("could not read the deployment targets: {e}"))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let Ok(m) = serde_json::from_str::<Machine>(&r.body) else {
+            continue;
+        };
+        if m.is_disabled || !m.environment_ids.contains(&deployment.environment_id) {
+            continue;
+        }
+        let tenant_ok = match &deployment.tenant_id {
+            Some(t) => {
+                m.tenanted_deployment_participation != "Untenanted" && m.tenant_ids.contains(t)
+            }
+            None => m.tenanted_deployment_participation != "Tenanted",
+        };
+        if tenant_ok {
+            out.push(m);
+        }
+    }
+    out.sort_by_key(|m| m.name.to_lowercase());
+    Ok(out)
 }
 
 /// Prompted values of the deployment: clear ones from `FormValues`, sensitive ones sealed.
@@ -257,7 +298,7 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
                     .get("Octopus.Step.ConditionVariableExpression")
                     .cloned()
                     .unwrap_or_default();
-                let dict = step_dictionary(&ctx, &base, &outputs, step, None, number, 0);
+                let dict = step_dictionary(&ctx, &base, &outputs, step, None, number, 0, None);
                 ferry_template::evaluate_truthy(&expr, &dict, &template_options()).map_err(|e| {
                     format!(
                         "the run condition of step '{}' could not be evaluated: {e}",
@@ -302,29 +343,76 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
                 continue;
             }
             let child = if step.actions.len() > 1 { ai + 1 } else { 0 };
-            let dict = step_dictionary(&ctx, &base, &outputs, step, Some(action), number, child);
-            let run = ActionRun {
-                ctx: &ctx,
-                ex,
-                logger: &logger,
-                step_act: &step_act,
-                step,
-                action,
-                task,
-                step_number: number,
-                cancel: &cancel,
-            };
-            match run_action(run, &dict).await {
-                (ActionResult::Ok, out) => record_outputs(&mut outputs, action, out),
-                (ActionResult::Canceled, _) => {
-                    canceled = true;
-                    break;
-                }
-                (ActionResult::Failed(msg), out) => {
-                    record_outputs(&mut outputs, action, out);
+            let targets = match resolve_targets(ex, &ctx, step, action, &logger, &step_act) {
+                Ok(t) => t,
+                Err(msg) => {
                     step_failed = Some(msg);
                     break;
                 }
+            };
+            let window = step_window(step, targets.len());
+            let window_sem = tokio::sync::Semaphore::new(window);
+            let task_ref = TaskRef {
+                task_id: task.id.clone(),
+                epoch: u64::try_from(task.epoch).unwrap_or(0),
+            };
+            let runs = targets.iter().map(|(machine, target)| {
+                let dict = step_dictionary(
+                    &ctx,
+                    &base,
+                    &outputs,
+                    step,
+                    Some(action),
+                    number,
+                    child,
+                    machine.as_ref(),
+                );
+                let run = ActionRun {
+                    ctx: &ctx,
+                    ex,
+                    logger: &logger,
+                    step_act: &step_act,
+                    action,
+                    task,
+                    task_ref: &task_ref,
+                    step_number: number,
+                    child,
+                    cancel: &cancel,
+                    target: target.as_ref(),
+                    machine: machine.as_ref(),
+                };
+                let window_sem = &window_sem;
+                let (logger, step_act, cancel) = (&logger, &step_act, &cancel);
+                async move {
+                    let _window = window_sem.acquire().await.ok();
+                    let _slot = ex.target_slots.acquire().await.ok();
+                    let _lock = match machine {
+                        Some(m) if !bypass_mutex(&dict) => {
+                            Some(ex.lock_target(&m.id, &m.name, logger, step_act).await)
+                        }
+                        _ => None,
+                    };
+                    if cancel.is_cancelled() {
+                        return (ActionResult::Canceled, ActionOutput::default());
+                    }
+                    run_action(run, &dict).await
+                }
+            });
+            let results = futures_util::future::join_all(runs).await;
+            for (result, out) in results {
+                match result {
+                    ActionResult::Ok => record_outputs(&mut outputs, action, out),
+                    ActionResult::Canceled => canceled = true,
+                    ActionResult::Failed(msg) => {
+                        record_outputs(&mut outputs, action, out);
+                        if step_failed.is_none() {
+                            step_failed = Some(msg);
+                        }
+                    }
+                }
+            }
+            if canceled || step_failed.is_some() {
+                break;
             }
         }
         if canceled {
@@ -404,12 +492,13 @@ fn step_dictionary(
     action: Option<&DeploymentAction>,
     number: usize,
     child: usize,
+    machine: Option<&Machine>,
 ) -> Dictionary {
     let roles = step_roles(step);
     let scope = ScopeContext {
         environment: Some(ctx.environment.id.clone()),
-        machine: None,
-        machine_roles: Vec::new(),
+        machine: machine.map(|m| m.id.clone()),
+        machine_roles: machine.map(|m| m.roles.clone()).unwrap_or_default(),
         step_roles: roles.clone(),
         action: action.map(|a| a.id.clone()),
         step: Some(step.id.clone()),
@@ -441,8 +530,121 @@ fn step_dictionary(
         d.set("Octopus.Action.TargetRoles", roles.join(","));
         d.set("Octopus.Action.Type", a.action_type.clone());
     }
+    if let Some(m) = machine {
+        d.set("Octopus.Machine.Id", m.id.clone());
+        d.set("Octopus.Machine.Name", m.name.clone());
+        d.set("Octopus.Machine.Roles", m.roles.join(","));
+        d.set("Octopus.Machine.Hostname", machine_host(m));
+    }
     d.extend(outputs);
     d
+}
+
+/// The host part of a machine's endpoint URI (empty for polling agents).
+fn machine_host(m: &Machine) -> String {
+    let uri = &m.endpoint.uri;
+    match uri.strip_prefix("https://") {
+        Some(rest) => rest
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        None => String::new(),
+    }
+}
+
+/// `OctopusBypassDeploymentMutex`: several deployments may run on one target at once.
+fn bypass_mutex(dict: &Dictionary) -> bool {
+    prop_is_true(dict.get_value("OctopusBypassDeploymentMutex"))
+}
+
+/// How many targets of a step run at once: the rolling window
+/// (`Octopus.Action.MaxParallelism`) if the step sets one, otherwise all of them.
+fn step_window(step: &DeploymentStep, targets: usize) -> usize {
+    step.properties
+        .get("Octopus.Action.MaxParallelism")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(targets)
+        .clamp(1, targets.max(1))
+}
+
+/// A target an action runs on, with its machine (none for the built-in worker).
+type Placement = (Option<Machine>, Arc<dyn Target>);
+
+/// Where an action runs: the built-in worker when the step names no roles (or runs on the
+/// server), otherwise every matching target of the deployment.
+fn resolve_targets(
+    ex: &Executor,
+    ctx: &Context,
+    step: &DeploymentStep,
+    action: &DeploymentAction,
+    logger: &TaskLogger,
+    step_act: &Activity,
+) -> Result<Vec<Placement>, String> {
+    let roles = step_roles(step);
+    let on_server = prop_is_true(action.prop("Octopus.Action.RunOnServer"));
+    if on_server || roles.is_empty() {
+        return Ok(vec![(None, ex.local_target())]);
+    }
+    let d = &ctx.deployment;
+    let matching: Vec<&Machine> = ctx
+        .machines
+        .iter()
+        .filter(|m| {
+            m.roles
+                .iter()
+                .any(|r| roles.iter().any(|w| w.eq_ignore_ascii_case(r)))
+        })
+        .filter(|m| d.specific_machine_ids.is_empty() || d.specific_machine_ids.contains(&m.id))
+        .filter(|m| !d.excluded_machine_ids.contains(&m.id))
+        .collect();
+    if matching.is_empty() {
+        return Err(format!(
+            "the step runs on targets with the roles [{}], but there are no deployment targets in {} with those roles",
+            roles.join(", "),
+            ctx.environment.name
+        ));
+    }
+    let skip_unavailable = ctx
+        .project
+        .project_connectivity_policy
+        .skip_machine_behavior
+        .eq_ignore_ascii_case("SkipUnavailableMachines");
+    let provider = ex.targets();
+    let mut out = Vec::new();
+    for m in matching {
+        if skip_unavailable && matches!(m.health_status.as_str(), "Unavailable" | "Unhealthy") {
+            logger.line(
+                step_act,
+                LogCategory::Warning,
+                &format!(
+                    "Skipping {}: its last health check found it {} and the project skips unavailable targets",
+                    m.name,
+                    m.health_status.to_lowercase()
+                ),
+            );
+            continue;
+        }
+        let Some(p) = &provider else {
+            return Err(format!(
+                "the deployment target {} cannot be reached: this server has no agent transport",
+                m.name
+            ));
+        };
+        let t = p
+            .target(m)
+            .map_err(|e| format!("the deployment target {} cannot be used: {e}", m.name))?;
+        out.push((Some(m.clone()), t));
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "every deployment target with the roles [{}] in {} is unavailable",
+            roles.join(", "),
+            ctx.environment.name
+        ));
+    }
+    Ok(out)
 }
 
 fn step_roles(step: &DeploymentStep) -> Vec<String> {
@@ -610,43 +812,32 @@ struct ActionRun<'a> {
     ex: &'a Executor,
     logger: &'a TaskLogger,
     step_act: &'a Activity,
-    step: &'a DeploymentStep,
     action: &'a DeploymentAction,
     task: &'a TaskRow,
+    task_ref: &'a TaskRef,
     step_number: usize,
+    child: usize,
     cancel: &'a CancellationToken,
+    target: &'a dyn Target,
+    machine: Option<&'a Machine>,
+}
+
+impl ActionRun<'_> {
+    /// One ticket per (task, step, action, target): a retried start re-attaches on an agent.
+    fn ticket(&self) -> String {
+        let where_ = self.machine.map(|m| m.id.as_str()).unwrap_or("local");
+        format!(
+            "{}-s{}.{}-{}",
+            self.task.id, self.step_number, self.child, where_
+        )
+    }
 }
 
 async fn run_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, ActionOutput) {
-    let ActionRun {
-        ctx,
-        ex,
-        logger,
-        step_act,
-        step,
-        action,
-        task,
-        step_number,
-        cancel,
-    } = r;
     let mut output = ActionOutput::default();
-    match action.action_type.as_str() {
+    match r.action.action_type.as_str() {
         "Octopus.Script" => {}
-        "Octopus.TentaclePackage" => {
-            return run_package_action(
-                ctx,
-                ex,
-                logger,
-                step_act,
-                step,
-                action,
-                task,
-                step_number,
-                cancel,
-                dict,
-            )
-            .await;
-        }
+        "Octopus.TentaclePackage" => return run_package_action(r, dict).await,
         other => {
             return (
                 ActionResult::Failed(format!(
@@ -656,19 +847,17 @@ async fn run_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, Actio
             );
         }
     }
-    let roles = step_roles(step);
-    let on_server = prop_is_true(action.prop("Octopus.Action.RunOnServer"));
-    if !on_server && !roles.is_empty() {
-        return (
-            ActionResult::Failed(format!(
-                "the step runs on targets with the roles [{}], but there are no deployment targets in {} with those roles",
-                roles.join(", "),
-                dict.get_value("Octopus.Environment.Name")
-                    .unwrap_or_default()
-            )),
-            output,
-        );
-    }
+    let ActionRun {
+        ex,
+        logger,
+        step_act,
+        action,
+        task,
+        task_ref,
+        cancel,
+        target,
+        ..
+    } = r;
     let source = action
         .prop("Octopus.Action.Script.ScriptSource")
         .unwrap_or("Inline");
@@ -692,16 +881,13 @@ async fn run_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, Actio
         .get("Octopus.Action.Script.ScriptBody")
         .cloned()
         .unwrap_or_default();
-    let target: &dyn Target = &ex.local;
     let target_act = logger.open(Some(step_act), target.name());
     output.machine = target.name().to_string();
     let out = LogOutput::new(logger, &target_act);
     let req = ScriptRequest {
-        ticket: format!(
-            "{}-s{step_number}-{}",
-            task.id,
-            uuid::Uuid::new_v4().simple()
-        ),
+        ticket: r.ticket(),
+        task_id: task_ref.task_id.clone(),
+        epoch: task_ref.epoch,
         syntax,
         body,
         env: vec![
@@ -721,7 +907,7 @@ async fn run_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, Actio
                 .unwrap_or_else(|| format!("the script returned exit code {code}")),
         ),
         Ok(ScriptOutcome::Canceled) => ActionResult::Canceled,
-        Err(e) => ActionResult::Failed(e.to_string()),
+        Err(e) => ActionResult::Failed(format!("{}: {e}", target.name())),
     };
     output.variables = out.take_variables();
     match &result {
@@ -735,33 +921,20 @@ async fn run_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, Actio
     (result, output)
 }
 
-/// A "Deploy a package" action on the built-in worker (see `deploy_package`).
-#[allow(clippy::too_many_arguments)]
-async fn run_package_action(
-    ctx: &Context,
-    ex: &Executor,
-    logger: &TaskLogger,
-    step_act: &Activity,
-    step: &DeploymentStep,
-    action: &DeploymentAction,
-    task: &TaskRow,
-    step_number: usize,
-    cancel: &CancellationToken,
-    dict: &Dictionary,
-) -> (ActionResult, ActionOutput) {
+/// A "Deploy a package" action on one target (see `deploy_package`).
+async fn run_package_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, ActionOutput) {
     let mut output = ActionOutput::default();
-    let roles = step_roles(step);
-    let on_server = prop_is_true(action.prop("Octopus.Action.RunOnServer"));
-    if !on_server && !roles.is_empty() {
-        return (
-            ActionResult::Failed(format!(
-                "the step deploys to targets with the roles [{}], but there are no deployment targets in {} with those roles",
-                roles.join(", "),
-                ctx.environment.name
-            )),
-            output,
-        );
-    }
+    let ActionRun {
+        ctx,
+        ex,
+        logger,
+        step_act,
+        action,
+        task_ref,
+        cancel,
+        target,
+        ..
+    } = r;
     let Some(package_id) = crate::deploy_package::primary_package_id(action) else {
         return (
             ActionResult::Failed("the step names no package".to_string()),
@@ -784,7 +957,6 @@ async fn run_package_action(
         Ok(p) => p,
         Err(e) => return (ActionResult::Failed(e), output),
     };
-    let target: &dyn Target = &ex.local;
     let target_act = logger.open(Some(step_act), target.name());
     output.machine = target.name().to_string();
     let out = LogOutput::new(logger, &target_act);
@@ -793,11 +965,9 @@ async fn run_package_action(
         logger,
         activity: &target_act,
         out: &out,
-        ticket: format!(
-            "{}-s{step_number}-{}",
-            task.id,
-            uuid::Uuid::new_v4().simple()
-        ),
+        ticket: r.ticket(),
+        target,
+        task: task_ref,
         space_id: &ctx.release.space_id,
         environment: &ctx.environment.name,
         tenant: None,
@@ -829,7 +999,10 @@ async fn run_package_action(
         }
         Err(e) => {
             logger.close(&target_act, ActivityStatus::Failed);
-            (ActionResult::Failed(e), output)
+            (
+                ActionResult::Failed(format!("{}: {e}", target.name())),
+                output,
+            )
         }
     }
 }

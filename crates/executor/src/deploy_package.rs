@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Executor;
 use crate::log::{Activity, TaskLogger};
-use crate::package_step::{apply_retention, copy_to_custom_dir, installation_dir, packaged_script};
-use crate::target::{ScriptOutcome, ScriptOutput, ScriptRequest, Syntax, Target};
+use crate::package_ops::PackageFile;
+use crate::target::{ScriptOutcome, ScriptOutput, ScriptRequest, Syntax, Target, TaskRef};
 use crate::variables::Dictionary;
+use ferry_protocol::{CustomDirSpec, NameValue, PackageOp, PackageStageReply, SubstituteSpec};
 
 /// Installations of one package kept on a target (Octopus's default target retention).
 pub const KEEP_INSTALLATIONS: usize = 3;
@@ -56,6 +57,8 @@ pub struct PackageRun<'a> {
     pub activity: &'a Activity,
     pub out: &'a dyn ScriptOutput,
     pub ticket: String,
+    pub target: &'a dyn Target,
+    pub task: &'a TaskRef,
     pub space_id: &'a str,
     pub environment: &'a str,
     pub tenant: Option<&'a str>,
@@ -120,81 +123,65 @@ pub async fn run(r: PackageRun<'_>) -> Result<PackageResult, String> {
     })?;
 
     // 2. Acquire it into the target's cache, by hash.
-    let cache = ex
-        .cfg
-        .package_cache
-        .join(format!("{}{}", row.sha256, row.file_extension));
-    let cached = !r.force_download
-        && tokio::fs::metadata(&cache)
-            .await
-            .is_ok_and(|m| i64::try_from(m.len()).is_ok_and(|l| l == row.size_bytes));
-    if cached {
+    let target = r.target;
+    let source = ex
+        .blobs
+        .as_ref()
+        .and_then(|b| b.local_path(&row.sha256))
+        .ok_or_else(|| "the built-in feed's file for this package is not available".to_string())?;
+    let _ = format;
+    let file = PackageFile {
+        sha256: row.sha256.clone(),
+        size: u64::try_from(row.size_bytes).unwrap_or(0),
+        extension: row.file_extension.clone(),
+        source,
+    };
+    let sent = target
+        .put_package(&file, r.force_download, r.task)
+        .await
+        .map_err(|e| format!("could not transfer the package to the target: {e}"))?;
+    if sent {
+        logger.info(
+            activity,
+            &format!(
+                "Acquired package {} {} ({} bytes)",
+                pkg.package_id, pkg.version, file.size
+            ),
+        );
+    } else {
         logger.info(
             activity,
             &format!(
                 "Package {} {} is already on the target (hash {}); not transferred again",
                 pkg.package_id,
                 pkg.version,
-                &row.sha256[..12]
-            ),
-        );
-    } else {
-        let source = ex
-            .blobs
-            .as_ref()
-            .and_then(|b| b.local_path(&row.sha256))
-            .ok_or_else(|| {
-                "the built-in feed's file for this package is not available".to_string()
-            })?;
-        let dest = cache.clone();
-        let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-            if let Some(p) = dest.parent() {
-                std::fs::create_dir_all(p)?;
-            }
-            let tmp = dest.with_extension("partial");
-            let n = std::fs::copy(&source, &tmp)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &dest)?;
-            Ok(n)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("could not copy the package to the target's cache: {e}"))?;
-        logger.info(
-            activity,
-            &format!(
-                "Acquired package {} {} ({bytes} bytes)",
-                pkg.package_id, pkg.version
+                &row.sha256[..12.min(row.sha256.len())]
             ),
         );
     }
 
     // 3. Extract into a fresh directory.
-    let dir = installation_dir(
-        &ex.cfg.apps_root,
-        r.environment,
-        r.tenant,
-        &pkg.package_id,
-        &pkg.version,
-    );
-    let (src, dst) = (cache.clone(), dir.clone());
-    let summary = tokio::task::spawn_blocking(move || {
-        ferry_packages::archive::extract(
-            &src,
-            format,
-            &dst,
-            &ferry_packages::archive::Limits::default(),
+    let extracted = target
+        .package_stage(
+            PackageOp::Extract {
+                sha256: row.sha256.clone(),
+                extension: row.file_extension.clone(),
+                environment: r.environment.to_string(),
+                tenant: r.tenant.map(str::to_string),
+                package_id: pkg.package_id.clone(),
+                version: pkg.version.clone(),
+            },
+            r.task,
         )
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("could not extract the package: {e}"))?;
+        .await
+        .map_err(|e| e.to_string())?;
+    let dir = PathBuf::from(extracted.dir.clone().unwrap_or_default());
     logger.info(
         activity,
         &format!(
             "Extracted {} files ({} bytes) to {}",
-            summary.files,
-            summary.bytes,
+            extracted.files,
+            extracted.bytes,
             dir.display()
         ),
     );
@@ -213,11 +200,11 @@ pub async fn run(r: PackageRun<'_>) -> Result<PackageResult, String> {
     );
     dict.set(
         "Octopus.Tentacle.CurrentDeployment.PackageFilePath",
-        cache.display().to_string(),
+        extracted.package_file.clone().unwrap_or_default(),
     );
     dict.set(
         "Octopus.Tentacle.Agent.ApplicationDirectoryPath",
-        ex.cfg.apps_root.display().to_string(),
+        extracted.apps_root.clone().unwrap_or_default(),
     );
     let custom = prop(
         r.props,
@@ -250,18 +237,35 @@ pub async fn run(r: PackageRun<'_>) -> Result<PackageResult, String> {
     }
 
     // Retention: keep the last installations of this package, never the current one.
-    let current = dir.clone();
-    match tokio::task::spawn_blocking(move || apply_retention(&current, KEEP_INSTALLATIONS)).await {
-        Ok(Ok(removed)) if !removed.is_empty() => logger.verbose(
+    match target
+        .package_stage(
+            PackageOp::Retain {
+                dir: dir.display().to_string(),
+                keep: KEEP_INSTALLATIONS as u32,
+            },
+            r.task,
+        )
+        .await
+    {
+        Ok(rep) => report(logger, activity, &rep),
+        Err(e) => logger.line(
             activity,
-            &format!("Retention removed {} earlier installation(s), keeping the last {KEEP_INSTALLATIONS}", removed.len()),
+            LogCategory::Warning,
+            &format!("Retention of earlier installations failed: {e}"),
         ),
-        Ok(Err(e)) => logger.line(activity, LogCategory::Warning, &format!("Retention of earlier installations failed: {e}")),
-        _ => {}
     }
     Ok(PackageResult {
         installation_dir: final_dir,
     })
+}
+
+fn report(logger: &TaskLogger, activity: &Activity, rep: &PackageStageReply) {
+    for i in &rep.info {
+        logger.info(activity, i);
+    }
+    for w in &rep.warnings {
+        logger.line(activity, LogCategory::Warning, w);
+    }
 }
 
 async fn conventions(
@@ -273,31 +277,20 @@ async fn conventions(
     let (logger, activity) = (r.logger, r.activity);
     run_stage(r, dict, dir, "PreDeploy").await?;
 
-    let opts = crate::deploy::template_options();
-    if enabled(
+    let substitute = enabled(
         r.props,
         "Octopus.Features.SubstituteInFiles",
         "Octopus.Action.SubstituteInFiles.Enabled",
-    ) {
-        let targets =
-            prop(r.props, &["Octopus.Action.SubstituteInFiles.TargetFiles"]).unwrap_or("");
-        let ignore =
-            prop_is_true(dict.get_value("Octopus.Action.Package.IgnoreVariableReplacementErrors"));
-        let report =
-            ferry_packages::substitute::substitute_files(dir, targets, dict, &opts, ignore)
-                .map_err(|e| format!("Substitute variables in files failed: {e}"))?;
-        for f in &report.files {
-            logger.info(
-                activity,
-                &format!("Substituted variables in {}", f.path.display()),
-            );
-        }
-        for w in &report.warnings {
-            logger.line(activity, LogCategory::Warning, w);
-        }
-    }
-
-    if enabled(
+    )
+    .then(|| SubstituteSpec {
+        targets: prop(r.props, &["Octopus.Action.SubstituteInFiles.TargetFiles"])
+            .unwrap_or("")
+            .to_string(),
+        ignore_errors: prop_is_true(
+            dict.get_value("Octopus.Action.Package.IgnoreVariableReplacementErrors"),
+        ),
+    });
+    let structured = (enabled(
         r.props,
         "Octopus.Features.JsonConfigurationVariables",
         "Octopus.Action.Package.JsonConfigurationVariablesEnabled",
@@ -305,52 +298,56 @@ async fn conventions(
         r.props,
         "Octopus.Features.StructuredConfigurationVariables",
         "Octopus.Action.StructuredConfigurationVariables.Enabled",
-    ) {
-        let targets = prop(
+    ))
+    .then(|| {
+        prop(
             r.props,
             &[
                 "Octopus.Action.StructuredConfigurationVariables.Targets",
                 "Octopus.Action.Package.JsonConfigurationVariablesTargets",
             ],
         )
-        .unwrap_or("");
-        let vars = dict.evaluated(&opts);
-        let report = ferry_packages::structured::replace_structured(dir, targets, &vars, false)
-            .map_err(|e| format!("Structured configuration variables failed: {e}"))?;
-        for f in &report.files {
-            logger.info(
-                activity,
-                &format!(
-                    "Structured configuration variables applied to {}",
-                    f.path.display()
-                ),
-            );
-        }
-        for w in &report.warnings {
-            logger.line(activity, LogCategory::Warning, w);
-        }
-    }
-
-    if let Some(custom) = custom {
-        let purge = prop_is_true(r.props.get("Octopus.Action.Package.CustomInstallationDirectoryShouldBePurgedBeforeDeployment").map(String::as_str));
-        let exclusions = r
+        .unwrap_or("")
+        .to_string()
+    });
+    let custom_spec = custom.map(|c| CustomDirSpec {
+        dir: c.display().to_string(),
+        purge: prop_is_true(
+            r.props
+                .get("Octopus.Action.Package.CustomInstallationDirectoryShouldBePurgedBeforeDeployment")
+                .map(String::as_str),
+        ),
+        exclusions: r
             .props
             .get("Octopus.Action.Package.CustomInstallationDirectoryPurgeExclusions")
             .cloned()
-            .unwrap_or_default();
-        let (from, to) = (dir.to_path_buf(), custom.to_path_buf());
-        let n =
-            tokio::task::spawn_blocking(move || copy_to_custom_dir(&from, &to, purge, &exclusions))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("Copying to the custom installation directory failed: {e}"))?;
-        logger.info(
-            activity,
-            &format!(
-                "Copied {n} files to the custom installation directory {}",
-                custom.display()
-            ),
-        );
+            .unwrap_or_default(),
+    });
+    if substitute.is_some() || structured.is_some() || custom_spec.is_some() {
+        let variables = dict
+            .iter()
+            .map(|(name, value)| NameValue {
+                name: name.to_string(),
+                value: value.to_string(),
+            })
+            .collect();
+        let rep = r
+            .target
+            .package_stage(
+                PackageOp::Configure {
+                    dir: dir.display().to_string(),
+                    variables,
+                    substitute,
+                    structured,
+                    custom: custom_spec,
+                },
+                r.task,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        report(logger, activity, &rep);
+    }
+    if let Some(custom) = custom {
         dict.set(
             "Octopus.Action.Package.InstallationDirectoryPath",
             custom.display().to_string(),
@@ -381,11 +378,27 @@ async fn run_stage(
         .is_none_or(|v| !v.trim().eq_ignore_ascii_case("false"));
     let mut scripts: Vec<(String, Syntax, String)> = Vec::new();
     if run_packaged {
-        if let Some((path, syntax)) = packaged_script(dir, stage) {
-            let body = tokio::fs::read_to_string(&path)
-                .await
-                .map_err(|e| format!("could not read {}: {e}", path.display()))?;
-            scripts.push((format!("{stage} script in the package"), syntax, body));
+        let rep = r
+            .target
+            .package_stage(
+                PackageOp::ReadScript {
+                    dir: dir.display().to_string(),
+                    stage: stage.to_string(),
+                },
+                r.task,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(script) = rep.script {
+            let syntax = match script.syntax {
+                ferry_protocol::Syntax::Bash => Syntax::Bash,
+                ferry_protocol::Syntax::Python => Syntax::Python,
+            };
+            scripts.push((
+                format!("{stage} script in the package"),
+                syntax,
+                script.body,
+            ));
         }
     }
     for (ext, syntax) in [("sh", Syntax::Bash), ("py", Syntax::Python)] {
@@ -403,14 +416,15 @@ async fn run_stage(
         r.logger.info(r.activity, &format!("Running the {label}"));
         let req = ScriptRequest {
             ticket: format!("{}-{}", r.ticket, stage.to_lowercase()),
+            task_id: r.task.task_id.clone(),
+            epoch: r.task.epoch,
             syntax,
             body,
             env: Vec::new(),
             variables: dict.evaluated(&opts),
             cwd: Some(dir.to_path_buf()),
         };
-        let target: &dyn Target = &r.ex.local;
-        match target.run_script(req, r.out, r.cancel.clone()).await {
+        match r.target.run_script(req, r.out, r.cancel.clone()).await {
             Ok(ScriptOutcome::Exited(0)) => {}
             Ok(ScriptOutcome::Exited(code)) => {
                 return Err(format!("the {label} returned exit code {code}"));

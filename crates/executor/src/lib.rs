@@ -6,6 +6,7 @@ pub mod bootstrap;
 mod deploy;
 pub mod deploy_package;
 pub mod log;
+pub mod package_ops;
 pub mod package_step;
 pub mod service_message;
 pub mod target;
@@ -22,7 +23,7 @@ use ferry_store::{Claim, Db, EventRow, NewLogLine, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use target::{LocalTarget, Target};
+pub use target::{LocalTarget, Target, TargetProvider};
 
 /// Executor settings.
 #[derive(Clone, Debug)]
@@ -69,7 +70,16 @@ pub struct Executor {
     local: LocalTarget,
     /// The built-in feed's files.
     blobs: Option<Arc<dyn ferry_store::blobs::BlobStore>>,
+    /// Deployment targets other than the built-in worker (agents), when wired.
+    targets: std::sync::RwLock<Option<Arc<dyn TargetProvider>>>,
+    /// The global cap on (action × target) runs at once on this node.
+    target_slots: tokio::sync::Semaphore,
+    /// One deployment at a time per target: a mutex per machine id.
+    target_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// Default global cap on concurrent (action × target) runs per node.
+pub const DEFAULT_TARGET_CAP: usize = 1000;
 
 impl Executor {
     pub fn new(db: Db, cfg: ExecutorConfig) -> Arc<Executor> {
@@ -82,7 +92,10 @@ impl Executor {
         cfg: ExecutorConfig,
         blobs: Option<Arc<dyn ferry_store::blobs::BlobStore>>,
     ) -> Arc<Executor> {
-        let local = LocalTarget::new(cfg.work_dir.clone());
+        let local = LocalTarget::new(cfg.work_dir.clone()).with_roots(package_ops::Roots {
+            package_cache: cfg.package_cache.clone(),
+            apps_root: cfg.apps_root.clone(),
+        });
         Arc::new(Executor {
             db,
             cfg,
@@ -91,7 +104,54 @@ impl Executor {
             shutdown: CancellationToken::new(),
             local,
             blobs,
+            targets: std::sync::RwLock::new(None),
+            target_slots: tokio::sync::Semaphore::new(DEFAULT_TARGET_CAP),
+            target_locks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Wires deployment targets (the agent transport) in.
+    pub fn set_targets(&self, provider: Arc<dyn TargetProvider>) {
+        if let Ok(mut t) = self.targets.write() {
+            *t = Some(provider);
+        }
+    }
+
+    pub(crate) fn targets(&self) -> Option<Arc<dyn TargetProvider>> {
+        self.targets.read().ok().and_then(|t| t.clone())
+    }
+
+    pub(crate) fn local_target(&self) -> Arc<dyn Target> {
+        Arc::new(self.local.clone())
+    }
+
+    /// Waits for the target's deployment mutex (logging when another deployment holds it).
+    pub(crate) async fn lock_target(
+        &self,
+        machine_id: &str,
+        machine_name: &str,
+        logger: &log::TaskLogger,
+        activity: &log::Activity,
+    ) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.target_locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks
+                .entry(machine_id.to_string())
+                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+                .clone()
+        };
+        match m.clone().try_lock_owned() {
+            Ok(g) => g,
+            Err(_) => {
+                logger.info(
+                    activity,
+                    &format!(
+                        "Waiting for another deployment to finish on {machine_name} (one deployment at a time per target)"
+                    ),
+                );
+                m.lock_owned().await
+            }
+        }
     }
 
     pub fn node(&self) -> &str {

@@ -8,8 +8,12 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
+use std::sync::Arc;
 
+use ferry_protocol::{PackageOp, PackageStageReply};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+use crate::package_ops::{PackageFile, Roots};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -36,8 +40,12 @@ impl Syntax {
 /// A script to run.
 #[derive(Clone, Debug)]
 pub struct ScriptRequest {
-    /// Unique per (task, step, attempt): the idempotency ticket later transports use.
+    /// Unique per (task, step, target, attempt): the idempotency ticket. A retried start with
+    /// the same ticket never runs a second process on an agent.
     pub ticket: String,
+    /// The task and its lease epoch: agents refuse commands from a stale epoch.
+    pub task_id: String,
+    pub epoch: u64,
     pub syntax: Syntax,
     pub body: String,
     /// Extra environment variables (never secrets; those go through a private file).
@@ -80,6 +88,23 @@ pub enum TargetError {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The task a command belongs to, for fencing on the target.
+#[derive(Clone, Debug, Default)]
+pub struct TaskRef {
+    pub task_id: String,
+    pub epoch: u64,
+}
+
+/// What a target said about itself in a health check.
+#[derive(Clone, Debug, Default)]
+pub struct HealthInfo {
+    pub healthy: bool,
+    pub warnings: Vec<String>,
+    pub agent_version: String,
+    pub os: String,
+    pub running_scripts: u32,
+}
+
 /// A place where scripts run.
 pub trait Target: Send + Sync {
     /// A display name for logs ("Built-in worker", a machine name, …).
@@ -92,6 +117,31 @@ pub trait Target: Send + Sync {
         out: &'a dyn ScriptOutput,
         cancel: CancellationToken,
     ) -> BoxFuture<'a, Result<ScriptOutcome, TargetError>>;
+
+    /// Puts a package into the target's cache unless it holds it already (same hash and size)
+    /// and `force` is false. Returns whether bytes were transferred.
+    fn put_package<'a>(
+        &'a self,
+        pkg: &'a PackageFile,
+        force: bool,
+        task: &'a TaskRef,
+    ) -> BoxFuture<'a, Result<bool, TargetError>>;
+
+    /// Runs one file-system stage of the "Deploy a package" step on the target.
+    fn package_stage<'a>(
+        &'a self,
+        op: PackageOp,
+        task: &'a TaskRef,
+    ) -> BoxFuture<'a, Result<PackageStageReply, TargetError>>;
+
+    /// Checks that the target answers (and how it is).
+    fn health(&self) -> BoxFuture<'_, Result<HealthInfo, TargetError>>;
+}
+
+/// Gives the executor a `Target` for a deployment target (machine): agents, SSH, …. The server
+/// binary wires the agent transport in; without one, only the built-in worker is available.
+pub trait TargetProvider: Send + Sync {
+    fn target(&self, machine: &ferry_domain::Machine) -> Result<Arc<dyn Target>, String>;
 }
 
 /// Environment variables that must never reach a user script.
@@ -106,13 +156,38 @@ const SCRUBBED_ENV: &[&str] = &[
 #[derive(Clone, Debug)]
 pub struct LocalTarget {
     work_root: PathBuf,
+    roots: Roots,
+    name: String,
 }
 
 impl LocalTarget {
+    /// Scripts get directories under `work_root`; packages go to `work_root/packages` and
+    /// `work_root/apps` unless [`LocalTarget::with_roots`] says otherwise.
     pub fn new(work_root: impl Into<PathBuf>) -> Self {
+        let work_root = work_root.into();
+        let roots = Roots {
+            package_cache: work_root.join("packages"),
+            apps_root: work_root.join("apps"),
+        };
         LocalTarget {
-            work_root: work_root.into(),
+            work_root,
+            roots,
+            name: "Built-in worker".to_string(),
         }
+    }
+
+    pub fn with_roots(mut self, roots: Roots) -> Self {
+        self.roots = roots;
+        self
+    }
+
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    pub fn roots(&self) -> &Roots {
+        &self.roots
     }
 
     pub fn work_root(&self) -> &Path {
@@ -201,7 +276,56 @@ impl LocalTarget {
 
 impl Target for LocalTarget {
     fn name(&self) -> &str {
-        "Built-in worker"
+        &self.name
+    }
+
+    fn put_package<'a>(
+        &'a self,
+        pkg: &'a PackageFile,
+        force: bool,
+        _task: &'a TaskRef,
+    ) -> BoxFuture<'a, Result<bool, TargetError>> {
+        Box::pin(async move {
+            let roots = self.roots.clone();
+            let pkg = pkg.clone();
+            tokio::task::spawn_blocking(move || {
+                if !force
+                    && crate::package_ops::cached(&roots, &pkg.sha256, &pkg.extension, pkg.size)
+                {
+                    return Ok(false);
+                }
+                crate::package_ops::copy_into_cache(&roots, &pkg).map(|_| true)
+            })
+            .await
+            .map_err(|e| TargetError::Other(e.to_string()))?
+            .map_err(TargetError::Other)
+        })
+    }
+
+    fn package_stage<'a>(
+        &'a self,
+        op: PackageOp,
+        _task: &'a TaskRef,
+    ) -> BoxFuture<'a, Result<PackageStageReply, TargetError>> {
+        Box::pin(async move {
+            let roots = self.roots.clone();
+            tokio::task::spawn_blocking(move || crate::package_ops::apply(&op, &roots))
+                .await
+                .map_err(|e| TargetError::Other(e.to_string()))?
+                .map_err(TargetError::Other)
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<HealthInfo, TargetError>> {
+        Box::pin(async move {
+            Ok(HealthInfo {
+                healthy: true,
+                warnings: Vec::new(),
+                agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                os: std::env::consts::OS.to_string(),
+                running_scripts: 0,
+            })
+        })
     }
 
     fn run_script<'a>(
@@ -277,6 +401,8 @@ mod tests {
             .run_script(
                 ScriptRequest {
                     ticket: "t1".into(),
+                    task_id: "ServerTasks-1".into(),
+                    epoch: 1,
                     syntax: Syntax::Bash,
                     body: "echo hello\necho oops >&2\nexit 3".into(),
                     env: vec![],
@@ -312,6 +438,8 @@ mod tests {
             .run_script(
                 ScriptRequest {
                     ticket: "t2".into(),
+                    task_id: "ServerTasks-1".into(),
+                    epoch: 1,
                     syntax: Syntax::Bash,
                     body: "sleep 30 & sleep 30".into(),
                     env: vec![],

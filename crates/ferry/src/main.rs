@@ -3,6 +3,8 @@
 //!
 //! Architecture invariant: only this crate knows the command line.
 
+mod agent_cmd;
+mod agents;
 mod cli;
 mod server;
 
@@ -25,6 +27,9 @@ struct Cli {
 enum Command {
     /// Run the Ferry server (REST API, task worker, built-in worker).
     Server(server::ServerArgs),
+    /// Run and manage a Ferry agent on a deployment target.
+    #[command(subcommand)]
+    Agent(agent_cmd::AgentCommand),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -33,6 +38,7 @@ fn main() {
     let args = Cli::parse();
     let code = match args.command {
         Command::Server(a) => server::main(a),
+        Command::Agent(c) => agent_cmd::main(args.conn, c),
         Command::Client(c) => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -38,6 +38,12 @@ pub struct ServerArgs {
     #[arg(long, env = "FERRY_PUBLIC_URL")]
     public_url: Option<String>,
     /// Most tasks this node runs at once.
+    /// Where polling agents connect (mutual TLS). `off` disables the endpoint.
+    #[arg(long, env = "FERRY_POLLING_LISTEN", default_value = "0.0.0.0:10943")]
+    polling_listen: String,
+    /// How long a step keeps retrying an agent it cannot reach before it fails.
+    #[arg(long, env = "FERRY_AGENT_RETRY_SECONDS", default_value_t = 120)]
+    agent_retry_seconds: u64,
     #[arg(long, env = "FERRY_TASK_CAP", default_value_t = 10)]
     task_cap: usize,
     /// This node's name (default: kept in the data directory).
@@ -88,6 +94,11 @@ pub fn main(args: ServerArgs) -> i32 {
             1
         }
     }
+}
+
+/// Logging for `ferry agent run`: human-readable lines on stderr.
+pub(crate) fn init_tracing_plain() {
+    init_tracing(LogFormat::Pretty);
 }
 
 fn init_tracing(format: LogFormat) {
@@ -262,6 +273,36 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
             "ended tasks left executing by this node's previous run"
         );
     }
+    // Agents: the server's TLS identity, the hub, the polling endpoint.
+    let identity = crate::agents::server_identity(&data_dir)?;
+    let server_thumbprint = identity.thumbprint().as_str().to_string();
+    let hub = crate::agents::hub(&db, identity);
+    let agents_stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(crate::agents::refresh_loop(
+        db.clone(),
+        hub.clone(),
+        Duration::from_secs(2),
+        agents_stop.clone(),
+    ));
+    let polling_addr = if args.polling_listen.eq_ignore_ascii_case("off") {
+        None
+    } else {
+        let l = tokio::net::TcpListener::bind(&args.polling_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "could not listen for polling agents on {}",
+                    args.polling_listen
+                )
+            })?;
+        let a = l.local_addr()?;
+        tokio::spawn(hub.clone().serve_polling(l, agents_stop.clone()));
+        Some(a)
+    };
+    executor.set_targets(Arc::new(ferry_agent::remote::HubTargets {
+        hub: hub.clone(),
+        retry_window: Duration::from_secs(args.agent_retry_seconds.max(1)),
+    }));
     let worker = tokio::spawn(executor.clone().run());
 
     let state = AppState {
@@ -270,6 +311,8 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         config: Arc::new(ServerConfig {
             public_url: public_url.clone(),
             max_body_bytes: 20 * 1024 * 1024,
+            server_thumbprint: server_thumbprint.clone(),
+            polling_port: polling_addr.map(|a| a.port()),
         }),
         installation_id: Arc::from(boot.installation_id.as_str()),
         master_key: Arc::new(key.clone()),
@@ -295,6 +338,10 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
     );
     let _ = writeln!(out, "  API:       {public_url}/api");
     let _ = writeln!(out, "  Node:      {node}");
+    let _ = writeln!(out, "  Thumbprint: {server_thumbprint}");
+    if let Some(a) = polling_addr {
+        let _ = writeln!(out, "  Polling:   {a}");
+    }
     let _ = writeln!(out, "  Data:      {}", data_dir.display());
     let _ = writeln!(out, "  Database:  {}", ferry_store::redact_url(&url));
     if let Some((password, key)) = &boot.admin_created {
@@ -322,6 +369,7 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .context("the HTTP server failed")?;
     tracing::info!("shutting down: waiting for running tasks");
+    agents_stop.cancel();
     executor.shutdown(ferry_server::SHUTDOWN_GRACE).await;
     worker.abort();
     if let Some(job) = retention_job {
@@ -332,7 +380,7 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

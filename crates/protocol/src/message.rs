@@ -46,6 +46,7 @@ pub enum Message {
     UploadChunk(UploadChunk),
     UploadEnd(UploadEnd),
     PackageCacheLookup(PackageCacheLookup),
+    PackageStage(PackageStage),
 
     // --- responses, agent → server ---
     CapabilitiesReply(CapabilitiesReply),
@@ -57,6 +58,7 @@ pub enum Message {
     UploadDone(UploadDone),
     PackageCacheReply(PackageCacheReply),
     /// Success with nothing to say (reply to `CompleteScript`, `Hello`).
+    PackageStageReply(PackageStageReply),
     Ack,
     /// A refused or failed request.
     Error(AgentError),
@@ -82,6 +84,8 @@ impl Message {
             Message::UploadChunk(_) => "UploadChunk",
             Message::UploadEnd(_) => "UploadEnd",
             Message::PackageCacheLookup(_) => "PackageCacheLookup",
+            Message::PackageStage(_) => "PackageStage",
+            Message::PackageStageReply(_) => "PackageStageReply",
             Message::CapabilitiesReply(_) => "CapabilitiesReply",
             Message::HealthReply(_) => "HealthReply",
             Message::ScriptStatus(_) => "ScriptStatus",
@@ -110,6 +114,7 @@ impl Message {
                 | Message::UploadChunk(_)
                 | Message::UploadEnd(_)
                 | Message::PackageCacheLookup(_)
+                | Message::PackageStage(_)
         )
     }
 }
@@ -161,6 +166,14 @@ pub struct GetStatus {
     pub task_id: String,
     pub epoch: u64,
     pub log_offset: u64,
+    /// Long poll: while the script runs and has no line at `log_offset`, the agent may hold
+    /// the reply up to this many milliseconds (0 = answer at once).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wait_ms: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -381,4 +394,90 @@ mod b64 {
             .decode(s.as_bytes())
             .map_err(serde::de::Error::custom)
     }
+}
+
+/// One stage of the "Deploy a package" step that touches the target's files. The target runs
+/// it with the same code as the built-in worker (`ferry_executor::package_ops`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageStage {
+    pub task_id: String,
+    pub epoch: u64,
+    pub op: PackageOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PackageOp {
+    /// Extracts the cached package (by hash) into a fresh installation directory under the
+    /// target's applications root; the reply names it and carries the package's own
+    /// convention scripts (`PreDeploy.sh`, …).
+    Extract {
+        sha256: String,
+        extension: String,
+        environment: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tenant: Option<String>,
+        package_id: String,
+        version: String,
+    },
+    /// Substitutes variables in files, applies structured configuration variables and copies
+    /// to a custom installation directory, each only when given.
+    Configure {
+        dir: String,
+        variables: Vec<NameValue>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        substitute: Option<SubstituteSpec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        structured: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        custom: Option<CustomDirSpec>,
+    },
+    /// Reads the package's convention script for a stage from a directory.
+    ReadScript { dir: String, stage: String },
+    /// Keeps the last `keep` installations of the package installed in `dir`.
+    Retain { dir: String, keep: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubstituteSpec {
+    pub targets: String,
+    pub ignore_errors: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomDirSpec {
+    pub dir: String,
+    pub purge: bool,
+    pub exclusions: String,
+}
+
+/// What a package stage did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageStageReply {
+    /// `Extract`: the installation directory; `Configure`: the custom directory, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// Where the package file is on the target (`Extract`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_file: Option<String>,
+    /// The target's applications root (`Extract`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apps_root: Option<String>,
+    #[serde(default)]
+    pub files: u64,
+    #[serde(default)]
+    pub bytes: u64,
+    /// `ReadScript`: the script, if the package has one for the stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<PackagedScript>,
+    /// Lines for the task log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub info: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackagedScript {
+    pub syntax: Syntax,
+    pub body: String,
 }

@@ -29,6 +29,7 @@ fn get(ticket: &str, task: &str, epoch: u64, log_offset: u64) -> GetStatus {
         task_id: task.into(),
         epoch,
         log_offset,
+        wait_ms: 0,
     }
 }
 
@@ -141,7 +142,8 @@ fn arb_message() -> impl Strategy<Value = Message> {
             ticket: t,
             task_id: k,
             epoch: e,
-            log_offset: o
+            log_offset: o,
+            wait_ms: 0,
         })),
         (s, s, any::<u64>(), s).prop_map(|(t, k, e, b)| {
             let mut m = start(&t, &k, e);

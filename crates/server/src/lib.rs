@@ -36,6 +36,10 @@ pub struct ServerConfig {
     pub public_url: String,
     /// The largest JSON body accepted.
     pub max_body_bytes: usize,
+    /// The SHA-256 thumbprint of the certificate agents pin (empty when there is none).
+    pub server_thumbprint: String,
+    /// The polling endpoint's port, when it is served.
+    pub polling_port: Option<u16>,
 }
 
 /// Shared state of every handler.
@@ -85,7 +89,8 @@ pub fn rewrite_default_space(mut req: Request<Body>) -> Request<Body> {
         let first = rest.split('/').next().unwrap_or("");
         let is_system = SYSTEM_SEGMENTS
             .iter()
-            .any(|s| s.eq_ignore_ascii_case(first));
+            .any(|s| s.eq_ignore_ascii_case(first))
+            || rest.eq_ignore_ascii_case("certificates/certificate-global");
         if !first.is_empty() && !is_system && !ferry_domain::ids::is_space_id(first) {
             new_path = format!("/api/{}/{rest}", ferry_domain::DEFAULT_SPACE_ID);
         }

@@ -279,6 +279,13 @@ pub fn build() -> (Router<AppState>, RouteTable) {
         )
         .add(
             M::GET,
+            "/api/certificates/certificate-global",
+            P::Authenticated,
+            "The server certificate agents pin (its SHA-256 thumbprint)",
+            misc::certificate_global,
+        )
+        .add(
+            M::GET,
             "/api/capabilities",
             P::Authenticated,
             "Server capabilities",

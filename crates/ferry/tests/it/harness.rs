@@ -38,6 +38,10 @@ pub struct Opts {
     pub database_url: Option<String>,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    /// `--listen` (default `127.0.0.1:0`).
+    pub listen: Option<String>,
+    /// `--polling-listen` (default `127.0.0.1:0`).
+    pub polling_listen: Option<String>,
 }
 
 /// A running `ferry server` process.
@@ -74,7 +78,9 @@ impl Server {
         let mut cmd = Command::new(ferry_bin());
         cmd.arg("server")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(opts.listen.as_deref().unwrap_or("127.0.0.1:0"))
+            .arg("--polling-listen")
+            .arg(opts.polling_listen.as_deref().unwrap_or("127.0.0.1:0"))
             .arg("--data-dir")
             .arg(&data_dir)
             .env("FERRY_ADMIN_API_KEY", API_KEY)
@@ -155,6 +161,38 @@ impl Server {
                 c
             },
         );
+    }
+
+    /// Waits for a line of the startup banner that starts with `label` and returns the rest.
+    fn banner(&self, label: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(v) = self
+                .output
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_string()))
+            {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no '{label}' line in the server output"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The polling endpoint's address (`host:port`).
+    pub fn polling_addr(&self) -> String {
+        self.banner("Polling:")
+    }
+
+    /// The server certificate's thumbprint agents pin.
+    pub fn thumbprint(&self) -> String {
+        self.banner("Thumbprint:")
     }
 
     pub fn output_text(&self) -> String {

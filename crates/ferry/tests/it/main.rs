@@ -7,10 +7,12 @@
 
 mod harness;
 
+mod agents;
 mod api;
 mod cli;
 mod deploy_vars;
 mod machines;
+mod netns;
 mod package_deploy;
 mod packages;
 mod pg;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::harness::Server;
 
-fn make_package(dir: &Path, version: &str) -> std::path::PathBuf {
+pub(crate) fn make_package(dir: &Path, version: &str) -> std::path::PathBuf {
     let src = dir.join(format!("src-{version}"));
     std::fs::create_dir_all(src.join("config")).unwrap();
     std::fs::write(
@@ -47,7 +47,7 @@ fn make_package(dir: &Path, version: &str) -> std::path::PathBuf {
     out
 }
 
-async fn push(s: &Server, file: &Path) -> reqwest::StatusCode {
+pub(crate) async fn push(s: &Server, file: &Path) -> reqwest::StatusCode {
     let bytes = std::fs::read(file).unwrap();
     let name = file.file_name().unwrap().to_string_lossy().to_string();
     let form = reqwest::multipart::Form::new().part(

@@ -56,6 +56,19 @@ pub async fn openapi(State(st): State<AppState>) -> Json<Value> {
     Json(st.routes.openapi())
 }
 
+/// `GET /api/certificates/certificate-global`: the thumbprint agents pin, read over the
+/// authenticated API by `ferry agent register` (no trust on first use).
+pub async fn certificate_global(State(st): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "Id": "certificate-global",
+        "Name": "Ferry server certificate",
+        "Thumbprint": st.config.server_thumbprint,
+        "SignatureAlgorithm": "ecdsa-with-SHA256",
+        "PollingPort": st.config.polling_port,
+        "Links": {"Self": "/api/certificates/certificate-global"}
+    }))
+}
+
 pub async fn capabilities() -> Json<Value> {
     Json(json!({"Capabilities": [], "Links": {}}))
 }

@@ -1,0 +1,128 @@
+//! The server's agent wiring: its TLS identity, the agent hub (listening dials and the polling
+//! endpoint), the refresh of known machines, audit events for untrusted certificates, and
+//! periodic health checks.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_agent::hub::{AgentEndpoint, AgentHub, HubEvents, HubOptions};
+use ferry_crypto::tls::Identity;
+use ferry_domain::Machine;
+use ferry_domain::time::now_ms;
+use ferry_store::{Db, DocQuery, EventRow};
+use tokio_util::sync::CancellationToken;
+
+/// The server identity agents pin: `DATA_DIR/server.crt.pem` + `server.key.pem` (0600).
+pub fn server_identity(data_dir: &Path) -> anyhow::Result<Identity> {
+    let (id, created) = ferry_agent::identity::load_or_create(data_dir, "server", || {
+        Identity::generate_server().map_err(|e| e.to_string())
+    })
+    .map_err(anyhow::Error::msg)
+    .context("could not load the server's TLS identity")?;
+    if created {
+        tracing::info!(thumbprint = %id.thumbprint(), "created the server's TLS identity");
+    }
+    Ok(id)
+}
+
+struct AuditEvents {
+    db: Db,
+}
+
+impl HubEvents for AuditEvents {
+    fn untrusted_certificate(
+        &self,
+        remote: &str,
+        presented: &str,
+        machine: Option<&AgentEndpoint>,
+    ) {
+        tracing::warn!(%remote, %presented, "refused a peer whose certificate is not trusted");
+        let (message, related) = match machine {
+            Some(m) => (
+                format!(
+                    "The agent {} at {remote} presented a certificate with thumbprint {presented}, not the registered {}; the connection was closed and nothing was sent",
+                    m.name, m.thumbprint
+                ),
+                m.machine_id.clone(),
+            ),
+            None => (
+                format!(
+                    "A polling agent at {remote} presented a certificate with thumbprint {presented}, which no machine is registered with; the connection was closed"
+                ),
+                String::new(),
+            ),
+        };
+        let db = self.db.clone();
+        let remote = remote.to_string();
+        let details =
+            serde_json::json!({"PresentedThumbprint": presented, "Remote": remote}).to_string();
+        tokio::spawn(async move {
+            let _ = db
+                .insert_event(&EventRow {
+                    id: String::new(),
+                    seq: 0,
+                    space_id: ferry_domain::DEFAULT_SPACE_ID.to_string(),
+                    category: "MachineCertificateRejected".to_string(),
+                    message,
+                    username: "system".to_string(),
+                    user_id: "system".to_string(),
+                    occurred: now_ms(),
+                    related_document_ids: related,
+                    details,
+                    ip_address: remote.split(':').next().unwrap_or_default().to_string(),
+                })
+                .await;
+        });
+    }
+}
+
+pub fn hub(db: &Db, identity: Identity) -> Arc<AgentHub> {
+    AgentHub::new(
+        identity,
+        HubOptions::default(),
+        Arc::new(AuditEvents { db: db.clone() }),
+    )
+}
+
+/// Every agent machine in the store.
+pub async fn agent_machines(db: &Db) -> Vec<Machine> {
+    let q = DocQuery::new("Machines");
+    match db.list_docs(&q).await {
+        Ok((rows, _)) => rows
+            .iter()
+            .filter_map(|r| serde_json::from_str::<Machine>(&r.body).ok())
+            .filter(|m| {
+                matches!(
+                    m.endpoint.communication_style.as_str(),
+                    "TentaclePassive" | "TentacleActive"
+                )
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read machines");
+            Vec::new()
+        }
+    }
+}
+
+/// Keeps the hub's view of polling machines (subscription → thumbprint) current.
+pub async fn refresh_loop(db: Db, hub: Arc<AgentHub>, every: Duration, stop: CancellationToken) {
+    let mut last: Vec<AgentEndpoint> = Vec::new();
+    loop {
+        let eps: Vec<AgentEndpoint> = agent_machines(&db)
+            .await
+            .iter()
+            .map(AgentEndpoint::from_machine)
+            .collect();
+        if eps != last {
+            hub.set_machines(&eps);
+            last = eps;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+}
