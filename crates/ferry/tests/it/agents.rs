@@ -350,3 +350,258 @@ async fn agents_in_namespaces_deploy_a_package_and_scripts() {
     drop(hosts);
     drop(net);
 }
+
+fn quick_retry() -> Opts {
+    Opts {
+        args: vec!["--agent-retry-seconds".into(), "3".into()],
+        ..Opts::default()
+    }
+}
+
+/// Polls the task's raw log until it contains `needle`.
+async fn wait_log(s: &Server, task: &str, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let log = log_of(s, task).await;
+        if log.contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "'{needle}' not in the log: {log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The agent presents a certificate other than the registered one: the server refuses it
+/// during the handshake, sends nothing (zero scripts), does not retry, and audits the
+/// presented thumbprint.
+#[tokio::test]
+async fn an_agent_with_an_unregistered_certificate_is_refused_and_audited() {
+    let s = Server::start();
+    s.create_environment("Test").await;
+    let mut a = Agent::register(&s, "rogue", "Test", &["web"], Mode::ListenLoopback);
+    let registered = a.thumbprint();
+    let out = Command::new(ferry_bin())
+        .args(["agent", "create-identity", "--force", "--data-dir"])
+        .arg(&a.dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let presented = a.thumbprint();
+    assert_ne!(registered, presented);
+    a.start();
+    script_project(&s, "P", "web", "echo should-not-run").await;
+    let started = Instant::now();
+    let task = deploy_new_release(&s, "P", "1.0.0", "Test").await;
+    let t = s.wait_task(&task, Duration::from_secs(60)).await;
+    assert_eq!(t["State"], "Failed");
+    // Refused at once: a certificate mismatch is never retried.
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let log = log_of(&s, &task).await;
+    assert!(log.contains(&presented) && log.contains("nothing was sent"), "{log}");
+    assert!(!log.contains("should-not-run"));
+    assert_eq!(a.scripts_started(), 0);
+    let events = s.raw("/api/events?take=100").await;
+    assert!(
+        events.contains("MachineCertificateRejected") && events.contains(&presented),
+        "{events}"
+    );
+}
+
+/// The agents trust another server thumbprint: a listening agent refuses the server's
+/// connection, a polling agent refuses to talk to the server and stops; zero scripts run.
+#[tokio::test]
+async fn agents_refuse_a_server_they_do_not_trust() {
+    let s = Server::start_with(quick_retry());
+    s.create_environment("Test").await;
+    let other = "AB".repeat(32);
+    let mut listening = Agent::register(&s, "l1", "Test", &["web"], Mode::ListenLoopback);
+    let mut polling = Agent::register(&s, "p1", "Test", &["web"], Mode::Poll);
+    for a in [&listening, &polling] {
+        a.configure(&["--untrust", &s.thumbprint(), "--trust", &other]);
+    }
+    listening.start();
+    polling.start();
+    // The polling agent stops at once, naming the thumbprint it was shown.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = polling.exited() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "{}", polling.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    assert!(
+        polling.log().contains(&s.thumbprint()),
+        "{}",
+        polling.log()
+    );
+    script_project(&s, "P", "web", "echo should-not-run").await;
+    let task = deploy_new_release(&s, "P", "1.0.0", "Test").await;
+    let t = s.wait_task(&task, Duration::from_secs(60)).await;
+    assert_eq!(t["State"], "Failed");
+    let log = log_of(&s, &task).await;
+    assert!(log.contains("could not be reached"), "{log}");
+    assert!(!log.contains("should-not-run"));
+    assert_eq!(listening.scripts_started(), 0);
+    assert_eq!(polling.scripts_started(), 0);
+    assert!(
+        listening.log().contains("not trusted"),
+        "{}",
+        listening.log()
+    );
+}
+
+/// Agents pin two server thumbprints; the server's key is replaced and they keep working.
+#[tokio::test]
+async fn server_key_rotation_with_two_pinned_thumbprints() {
+    // A second identity, made by another server's first start.
+    let next = Server::start();
+    let next_tp = next.thumbprint();
+    let next_dir = next.data_dir.clone();
+    let polling_addr = format!("127.0.0.1:{}", free_port());
+    let opts = Opts {
+        polling_listen: Some(polling_addr.clone()),
+        ..Opts::default()
+    };
+    let mut s = Server::start_with(opts.clone());
+    let old_tp = s.thumbprint();
+    s.create_environment("Test").await;
+    let mut l = Agent::register(&s, "l1", "Test", &["web"], Mode::ListenLoopback);
+    let mut p = Agent::register(&s, "p1", "Test", &["web"], Mode::Poll);
+    for a in [&l, &p] {
+        a.configure(&["--trust", &next_tp]);
+    }
+    l.start();
+    p.start();
+    wait_polling_connected(&s, &[&p]).await;
+    script_project(&s, "P", "web", "echo ran-#{Octopus.Release.Number}").await;
+    let task = deploy_new_release(&s, "P", "1.0.0", "Test").await;
+    assert_eq!(s.wait_task(&task, Duration::from_secs(60)).await["State"], "Success");
+
+    // Rotate: the server restarts with the new key pair.
+    s.stop();
+    for f in ["server.crt.pem", "server.key.pem"] {
+        std::fs::copy(next_dir.join(f), s.data_dir.join(f)).unwrap();
+    }
+    drop(next);
+    s.restart(opts);
+    assert_eq!(s.thumbprint(), next_tp);
+    assert_ne!(old_tp, next_tp);
+    let task = deploy_new_release(&s, "P", "1.0.1", "Test").await;
+    let t = s.wait_task(&task, Duration::from_secs(60)).await;
+    let log = log_of(&s, &task).await;
+    assert_eq!(t["State"], "Success", "{log}");
+    assert!(log.matches("ran-1.0.1").count() == 2, "{log}");
+    assert_eq!(l.scripts_started(), 2);
+    assert_eq!(p.scripts_started(), 2);
+}
+
+/// The agent is killed while its script runs: the step fails with a clear reason once the
+/// retry window passes, and the target is not left locked.
+#[tokio::test]
+async fn an_agent_killed_mid_script_fails_the_step_and_frees_the_target() {
+    let s = Server::start_with(quick_retry());
+    s.create_environment("Test").await;
+    let mut a = Agent::register(&s, "victim", "Test", &["web"], Mode::ListenLoopback);
+    a.start();
+    script_project(&s, "P", "web", "echo started-#{Octopus.Release.Number}; sleep 30").await;
+    let task = deploy_new_release(&s, "P", "1.0.0", "Test").await;
+    wait_log(&s, &task, "started-1.0.0", Duration::from_secs(30)).await;
+    a.kill9();
+    let killed = Instant::now();
+    let t = s.wait_task(&task, Duration::from_secs(60)).await;
+    assert_eq!(t["State"], "Failed");
+    assert!(killed.elapsed() < Duration::from_secs(45), "{:?}", killed.elapsed());
+    let log = log_of(&s, &task).await;
+    assert!(log.contains("victim could not be reached"), "{log}");
+
+    // The agent comes back: the lost script is not run again, and new work runs.
+    a.start();
+    s.put(
+        "/api/Spaces-1/projects/P/deploymentprocesses",
+        json!({"Steps": [{"Name": "Run", "Properties": {"Octopus.Action.TargetRoles": "web"},
+            "Actions": [{"ActionType": "Octopus.Script", "Properties": {
+                "Octopus.Action.Script.ScriptBody": "echo quick", "Octopus.Action.Script.Syntax": "Bash"}}]}]}),
+    )
+    .await;
+    let task = deploy_new_release(&s, "P", "1.0.1", "Test").await;
+    let t = s.wait_task(&task, Duration::from_secs(60)).await;
+    assert_eq!(t["State"], "Success", "{}", log_of(&s, &task).await);
+    assert_eq!(a.scripts_started(), 2);
+}
+
+/// The server restarts while agents are connected: polling agents reconnect by themselves,
+/// deployments work again, and nothing runs twice.
+#[tokio::test]
+async fn server_restart_with_connected_agents() {
+    let opts = Opts {
+        polling_listen: Some(format!("127.0.0.1:{}", free_port())),
+        ..Opts::default()
+    };
+    let mut s = Server::start_with(opts.clone());
+    s.create_environment("Test").await;
+    let mut l = Agent::register(&s, "l1", "Test", &["web"], Mode::ListenLoopback);
+    let mut p = Agent::register(&s, "p1", "Test", &["web"], Mode::Poll);
+    l.start();
+    p.start();
+    wait_polling_connected(&s, &[&p]).await;
+    script_project(&s, "P", "web", "echo ran").await;
+    let task = deploy_new_release(&s, "P", "1.0.0", "Test").await;
+    assert_eq!(s.wait_task(&task, Duration::from_secs(60)).await["State"], "Success");
+    s.stop();
+    s.restart(opts);
+    let task = deploy_new_release(&s, "P", "1.0.1", "Test").await;
+    let t = s.wait_task(&task, Duration::from_secs(90)).await;
+    assert_eq!(t["State"], "Success", "{}", log_of(&s, &task).await);
+    assert!(p.log().matches("connected to the server").count() >= 2);
+    assert_eq!(l.scripts_started(), 2);
+    assert_eq!(p.scripts_started(), 2);
+}
+
+/// A 20-second network cut while scripts run on a listening and a polling agent: the
+/// deployment succeeds and each script ran exactly once, its whole output kept.
+#[tokio::test]
+async fn a_network_cut_during_a_script_loses_nothing_and_runs_once() {
+    let Some(net) = Net::new() else { return };
+    let s = Server::start_with(Opts {
+        listen: Some(format!("{}:0", net.gateway())),
+        polling_listen: Some(format!("{}:0", net.gateway())),
+        ..Opts::default()
+    });
+    s.create_environment("Test").await;
+    let (h1, h2) = (net.host("cut-l"), net.host("cut-p"));
+    let mut l = Agent::register(&s, "l1", "Test", &["web"], Mode::ListenIn(&h1));
+    let mut p = Agent::register(&s, "p1", "Test", &["web"], Mode::PollIn(&h2));
+    l.start();
+    p.start();
+    wait_polling_connected(&s, &[&p]).await;
+    script_project(
+        &s,
+        "P",
+        "web",
+        "echo begin-$(get_octopusvariable Octopus.Machine.Name); for i in $(seq 1 25); do echo tick-$i; sleep 1; done; echo end-$(get_octopusvariable Octopus.Machine.Name)",
+    )
+    .await;
+    let task = deploy_new_release(&s, "P", "1.0.0", "Test").await;
+    wait_log(&s, &task, "begin-l1", Duration::from_secs(30)).await;
+    wait_log(&s, &task, "begin-p1", Duration::from_secs(30)).await;
+    h1.cut();
+    h2.cut();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    h1.heal();
+    h2.heal();
+    let t = s.wait_task(&task, Duration::from_secs(150)).await;
+    let log = log_of(&s, &task).await;
+    assert_eq!(t["State"], "Success", "{log}");
+    for who in ["l1", "p1"] {
+        assert!(log.contains(&format!("end-{who}")), "{log}");
+    }
+    // Every line exactly once per target, none lost or repeated across the reconnect.
+    for i in 1..=25 {
+        assert_eq!(log.matches(&format!("tick-{i}\n")).count(), 2, "tick-{i}: {log}");
+    }
+    assert_eq!(l.scripts_started(), 1);
+    assert_eq!(p.scripts_started(), 1);
+    drop((l, p, h1, h2, net));
+}
