@@ -137,7 +137,7 @@ pub async fn run(data_dir: PathBuf, shutdown: CancellationToken) -> Result<(), S
     }
 }
 
-async fn listen(
+pub async fn listen(
     address: &str,
     identity: &Identity,
     pins: PinSet,
@@ -208,7 +208,7 @@ enum PollEnd {
     Untrusted(String),
 }
 
-async fn poll(
+pub async fn poll(
     endpoint: &str,
     subscription: &str,
     identity: &Identity,

@@ -21,6 +21,9 @@ pub mod runtime;
 pub mod serve;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 /// The agent's version, reported in capabilities.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Default port a listening agent serves on.

@@ -606,20 +606,25 @@ fn resolve_targets(
             ctx.environment.name
         ));
     }
-    let skip_unavailable = ctx
-        .project
-        .project_connectivity_policy
+    let policy = &ctx.project.project_connectivity_policy;
+    let skip_unavailable = policy
         .skip_machine_behavior
         .eq_ignore_ascii_case("SkipUnavailableMachines");
+    let skip_unhealthy = policy.exclude_unhealthy_targets;
     let provider = ex.targets();
     let mut out = Vec::new();
     for m in matching {
-        if skip_unavailable && matches!(m.health_status.as_str(), "Unavailable" | "Unhealthy") {
+        let skip = match m.health_status.as_str() {
+            "Unavailable" => skip_unavailable,
+            "Unhealthy" => skip_unhealthy,
+            _ => false,
+        };
+        if skip {
             logger.line(
                 step_act,
                 LogCategory::Warning,
                 &format!(
-                    "Skipping {}: its last health check found it {} and the project skips unavailable targets",
+                    "Skipping {}: its last health check found it {} and the project skips such targets",
                     m.name,
                     m.health_status.to_lowercase()
                 ),

@@ -5,6 +5,7 @@
 pub mod bootstrap;
 mod deploy;
 pub mod deploy_package;
+pub mod health;
 pub mod log;
 pub mod package_ops;
 pub mod package_step;
@@ -380,6 +381,7 @@ impl Executor {
                 has_warnings: true,
             },
             "Deploy" => deploy::run(self, task, cancel.clone()).await,
+            "Health" => health::run(self, task, cancel.clone()).await,
             other => deploy::Outcome::failed(format!("Ferry cannot run tasks of type '{other}'")),
         };
         let why = reason.lock().ok().and_then(|r| *r);

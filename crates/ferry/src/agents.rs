@@ -126,3 +126,59 @@ pub async fn refresh_loop(db: Db, hub: Arc<AgentHub>, every: Duration, stop: Can
         }
     }
 }
+
+/// Queues a health check per machine policy on its interval (the first soon after start).
+pub async fn health_loop(db: Db, executor: Arc<ferry_executor::Executor>, stop: CancellationToken) {
+    let mut last: std::collections::HashMap<String, tokio::time::Instant> =
+        std::collections::HashMap::new();
+    let started = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.cancelled() => break,
+        }
+        let machines: Vec<Machine> = agent_machines(&db)
+            .await
+            .into_iter()
+            .filter(|m| !m.is_disabled)
+            .collect();
+        if machines.is_empty() {
+            continue;
+        }
+        let (rows, _) = match db.list_docs(&DocQuery::new("MachinePolicies")).await {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        for row in rows {
+            let Ok(p) = serde_json::from_str::<ferry_domain::MachinePolicy>(&row.body) else {
+                continue;
+            };
+            let secs = ferry_server::api::machinepolicies::parse_timespan(
+                &p.machine_health_check_policy.health_check_interval,
+            )
+            .unwrap_or(600)
+            .max(60);
+            let due = match last.get(&p.id) {
+                Some(t) => t.elapsed() >= Duration::from_secs(secs),
+                None => started.elapsed() >= Duration::from_secs(5),
+            };
+            if !due {
+                continue;
+            }
+            let ids: Vec<String> = machines
+                .iter()
+                .filter(|m| m.machine_policy_id == p.id && m.space_id == p.space_id)
+                .map(|m| m.id.clone())
+                .collect();
+            last.insert(p.id.clone(), tokio::time::Instant::now());
+            if ids.is_empty() {
+                continue;
+            }
+            let desc = format!("Check the health of {} machine(s) ({})", ids.len(), p.name);
+            match ferry_executor::health::queue(&db, &p.space_id, &ids, &desc, "system").await {
+                Ok(_) => executor.wake(),
+                Err(e) => tracing::warn!(error = %e, "could not queue a health check"),
+            }
+        }
+    }
+}

@@ -304,6 +304,11 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         retry_window: Duration::from_secs(args.agent_retry_seconds.max(1)),
     }));
     let worker = tokio::spawn(executor.clone().run());
+    tokio::spawn(crate::agents::health_loop(
+        db.clone(),
+        executor.clone(),
+        agents_stop.clone(),
+    ));
 
     let state = AppState {
         db: db.clone(),

@@ -907,6 +907,20 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             tasks::cancel,
         )
         .add(
+            M::POST,
+            "/api/tasks",
+            P::MachineEdit,
+            "Queue a health check task (default space)",
+            tasks::create_default,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/tasks",
+            P::MachineEdit,
+            "Queue a health check task",
+            tasks::create,
+        )
+        .add(
             M::GET,
             "/api/{space_id}/tasks",
             P::TaskView,

@@ -5,7 +5,7 @@
 //! agents, and health checks. Multi-host cases run agents in network namespaces.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -366,7 +366,10 @@ async fn wait_log(s: &Server, task: &str, needle: &str, timeout: Duration) {
         if log.contains(needle) {
             return;
         }
-        assert!(Instant::now() < deadline, "'{needle}' not in the log: {log}");
+        assert!(
+            Instant::now() < deadline,
+            "'{needle}' not in the log: {log}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -397,7 +400,10 @@ async fn an_agent_with_an_unregistered_certificate_is_refused_and_audited() {
     // Refused at once: a certificate mismatch is never retried.
     assert!(started.elapsed() < Duration::from_secs(20));
     let log = log_of(&s, &task).await;
-    assert!(log.contains(&presented) && log.contains("nothing was sent"), "{log}");
+    assert!(
+        log.contains(&presented) && log.contains("nothing was sent"),
+        "{log}"
+    );
     assert!(!log.contains("should-not-run"));
     assert_eq!(a.scripts_started(), 0);
     let events = s.raw("/api/events?take=100").await;
@@ -431,11 +437,7 @@ async fn agents_refuse_a_server_they_do_not_trust() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(!status.success());
-    assert!(
-        polling.log().contains(&s.thumbprint()),
-        "{}",
-        polling.log()
-    );
+    assert!(polling.log().contains(&s.thumbprint()), "{}", polling.log());
     script_project(&s, "P", "web", "echo should-not-run").await;
     let task = deploy_new_release(&s, "P", "1.0.0", "Test").await;
     let t = s.wait_task(&task, Duration::from_secs(60)).await;
@@ -477,7 +479,10 @@ async fn server_key_rotation_with_two_pinned_thumbprints() {
     wait_polling_connected(&s, &[&p]).await;
     script_project(&s, "P", "web", "echo ran-#{Octopus.Release.Number}").await;
     let task = deploy_new_release(&s, "P", "1.0.0", "Test").await;
-    assert_eq!(s.wait_task(&task, Duration::from_secs(60)).await["State"], "Success");
+    assert_eq!(
+        s.wait_task(&task, Duration::from_secs(60)).await["State"],
+        "Success"
+    );
 
     // Rotate: the server restarts with the new key pair.
     s.stop();
@@ -505,14 +510,24 @@ async fn an_agent_killed_mid_script_fails_the_step_and_frees_the_target() {
     s.create_environment("Test").await;
     let mut a = Agent::register(&s, "victim", "Test", &["web"], Mode::ListenLoopback);
     a.start();
-    script_project(&s, "P", "web", "echo started-#{Octopus.Release.Number}; sleep 30").await;
+    script_project(
+        &s,
+        "P",
+        "web",
+        "echo started-#{Octopus.Release.Number}; sleep 30",
+    )
+    .await;
     let task = deploy_new_release(&s, "P", "1.0.0", "Test").await;
     wait_log(&s, &task, "started-1.0.0", Duration::from_secs(30)).await;
     a.kill9();
     let killed = Instant::now();
     let t = s.wait_task(&task, Duration::from_secs(60)).await;
     assert_eq!(t["State"], "Failed");
-    assert!(killed.elapsed() < Duration::from_secs(45), "{:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(45),
+        "{:?}",
+        killed.elapsed()
+    );
     let log = log_of(&s, &task).await;
     assert!(log.contains("victim could not be reached"), "{log}");
 
@@ -548,7 +563,10 @@ async fn server_restart_with_connected_agents() {
     wait_polling_connected(&s, &[&p]).await;
     script_project(&s, "P", "web", "echo ran").await;
     let task = deploy_new_release(&s, "P", "1.0.0", "Test").await;
-    assert_eq!(s.wait_task(&task, Duration::from_secs(60)).await["State"], "Success");
+    assert_eq!(
+        s.wait_task(&task, Duration::from_secs(60)).await["State"],
+        "Success"
+    );
     s.stop();
     s.restart(opts);
     let task = deploy_new_release(&s, "P", "1.0.1", "Test").await;
@@ -599,9 +617,103 @@ async fn a_network_cut_during_a_script_loses_nothing_and_runs_once() {
     }
     // Every line exactly once per target, none lost or repeated across the reconnect.
     for i in 1..=25 {
-        assert_eq!(log.matches(&format!("tick-{i}\n")).count(), 2, "tick-{i}: {log}");
+        assert_eq!(
+            log.matches(&format!("tick-{i}\n")).count(),
+            2,
+            "tick-{i}: {log}"
+        );
     }
     assert_eq!(l.scripts_started(), 1);
     assert_eq!(p.scripts_started(), 1);
     drop((l, p, h1, h2, net));
+}
+
+/// Health checks set Healthy, HasWarnings, Unhealthy and Unavailable; a project that skips
+/// unavailable targets deploys to the rest, one that does not fails naming the target.
+#[tokio::test]
+async fn health_checks_and_unavailable_targets() {
+    let s = Server::start_with(quick_retry());
+    s.create_environment("Test").await;
+    let mut ok = Agent::register(&s, "fine", "Test", &["web"], Mode::ListenLoopback);
+    let mut warn = Agent::register(&s, "warn", "Test", &["web"], Mode::Poll);
+    let mut sick = Agent::register(&s, "sick", "Test", &["web"], Mode::ListenLoopback);
+    let _offline = Agent::register(&s, "offline", "Test", &["web"], Mode::Poll);
+    ok.start();
+    warn.start();
+    sick.start();
+    wait_polling_connected(&s, &[&warn]).await;
+    // The default policy runs a script: it fails on "sick" and warns on "warn".
+    let mut policy = s.get("/api/Spaces-1/machinepolicies/all").await[0].clone();
+    let id = policy["Id"].as_str().unwrap().to_string();
+    policy["MachineHealthCheckPolicy"]["BashHealthCheckPolicy"] = json!({"RunType": "Inline",
+        "ScriptBody": "n=$(get_octopusvariable Octopus.Machine.Name)\necho checking $n\n[ \"$n\" = sick ] && exit 3\n[ \"$n\" = warn ] && echo 'low on coffee' >&2\nexit 0"});
+    s.put(&format!("/api/Spaces-1/machinepolicies/{id}"), policy)
+        .await;
+
+    let t = s
+        .post("/api/tasks", json!({"Name": "Health", "Arguments": {}}))
+        .await;
+    let task = t["Id"].as_str().unwrap().to_string();
+    let done = s.wait_task(&task, Duration::from_secs(60)).await;
+    assert_eq!(done["State"], "Success");
+    let health = |name: &str| {
+        let name = name.to_string();
+        let s = &s;
+        async move { s.get(&format!("/api/Spaces-1/machines/{name}")).await }
+    };
+    assert_eq!(health("fine").await["HealthStatus"], "Healthy");
+    let w = health("warn").await;
+    assert_eq!(w["HealthStatus"], "HasWarnings", "{w}");
+    assert!(
+        w["StatusSummary"]
+            .as_str()
+            .unwrap()
+            .contains("low on coffee")
+    );
+    let k = health("sick").await;
+    assert_eq!(k["HealthStatus"], "Unhealthy", "{k}");
+    assert!(k["StatusSummary"].as_str().unwrap().contains("exit code 3"));
+    let o = health("offline").await;
+    assert_eq!(o["HealthStatus"], "Unavailable", "{o}");
+    assert_eq!(o["Status"], "Offline");
+    assert_eq!(
+        health("fine").await["Endpoint"]["TentacleVersionDetails"]["Version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    let list = s
+        .get("/api/Spaces-1/machines?healthStatuses=Unavailable,Unhealthy")
+        .await;
+    assert_eq!(list["TotalResults"], 2, "{list}");
+
+    // Without skipping, the offline target fails the deployment, named.
+    script_project(
+        &s,
+        "P",
+        "web",
+        "echo ran-on-$(get_octopusvariable Octopus.Machine.Name)",
+    )
+    .await;
+    let task = deploy_new_release(&s, "P", "1.0.0", "Test").await;
+    let t = s.wait_task(&task, Duration::from_secs(60)).await;
+    let log = log_of(&s, &task).await;
+    assert_eq!(t["State"], "Failed", "{log}");
+    assert!(log.contains("offline could not be reached"), "{log}");
+    // Skipping unavailable and unhealthy targets: the deployment runs on the other two.
+    let mut p = s.get("/api/Spaces-1/projects/P").await;
+    p["ProjectConnectivityPolicy"]["SkipMachineBehavior"] = json!("SkipUnavailableMachines");
+    p["ProjectConnectivityPolicy"]["ExcludeUnhealthyTargets"] = json!(true);
+    let pid = p["Id"].as_str().unwrap().to_string();
+    s.put(&format!("/api/Spaces-1/projects/{pid}"), p).await;
+    let task = deploy_new_release(&s, "P", "1.0.1", "Test").await;
+    let t = s.wait_task(&task, Duration::from_secs(60)).await;
+    let log = log_of(&s, &task).await;
+    assert_eq!(t["State"], "Success", "{log}");
+    assert!(
+        log.contains("ran-on-fine") && log.contains("ran-on-warn"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Skipping offline") && log.contains("Skipping sick"),
+        "{log}"
+    );
 }

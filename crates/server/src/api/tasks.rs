@@ -13,7 +13,9 @@ use ferry_store::{ActivityRow, LogRow, TaskQuery, TaskRow};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::input::Body;
 use crate::query::page;
+use axum::http::StatusCode;
 
 /// The ServerTask resource.
 pub fn render(t: &TaskRow) -> Value {
@@ -386,4 +388,79 @@ pub async fn cancel_any(
     ctx: Ctx,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(cancel_task(&st, None, &id, &ctx).await?))
+}
+
+/// `POST /api/{space}/tasks` with `{"Name": "Health", "Arguments": {"MachineIds": […],
+/// "EnvironmentId": "…"}}`: queues a health check (the only task type created this way).
+pub async fn create(
+    State(st): State<AppState>,
+    Path(space): Path<String>,
+    ctx: Ctx,
+    Body(input): Body<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    require_space(&st, &space).await?;
+    create_in(&st, &space, &ctx, input).await
+}
+
+pub async fn create_default(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Body(input): Body<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    create_in(&st, ferry_domain::DEFAULT_SPACE_ID, &ctx, input).await
+}
+
+async fn create_in(
+    st: &AppState,
+    space: &str,
+    ctx: &Ctx,
+    input: Value,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let name = input["Name"].as_str().unwrap_or_default();
+    if !name.eq_ignore_ascii_case("Health") {
+        return Err(ApiError::bad_request(format!(
+            "Name: tasks of type '{name}' cannot be created here; use 'Health' (deployments are created through /deployments)"
+        )));
+    }
+    let args = &input["Arguments"];
+    let mut ids: Vec<String> = args["MachineIds"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(env) = args["EnvironmentId"].as_str().filter(|e| !e.is_empty()) {
+        let mut q = ferry_store::DocQuery::new("Machines");
+        q.space_id = Some(space.to_string());
+        let (rows, _) = st.db.list_docs(&q).await?;
+        let in_env: Vec<String> = rows
+            .iter()
+            .filter_map(|r| serde_json::from_str::<ferry_domain::Machine>(&r.body).ok())
+            .filter(|m| m.environment_ids.iter().any(|e| e == env))
+            .map(|m| m.id)
+            .collect();
+        if ids.is_empty() {
+            ids = in_env;
+        } else {
+            ids.retain(|i| in_env.contains(i));
+        }
+        if ids.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "Arguments.EnvironmentId: the environment '{env}' has no machines to check"
+            )));
+        }
+    }
+    let description = input["Description"]
+        .as_str()
+        .filter(|d| !d.trim().is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| "Check deployment target health".to_string());
+    let id =
+        ferry_executor::health::queue(&st.db, space, &ids, &description, &ctx.principal.username)
+            .await?;
+    st.executor.wake();
+    let t = load_task(st, Some(space), &id).await?;
+    Ok((StatusCode::CREATED, Json(render(&t))))
 }
