@@ -119,7 +119,8 @@ pub struct AgentHub {
     polling_pins: PinSet,
     polling: std::sync::Mutex<HashMap<String, Polled>>,
     polling_changed: Notify,
-    listening: tokio::sync::Mutex<HashMap<String, RpcConn>>,
+    /// Open connections to listening agents by machine id, with the endpoint they were made for.
+    listening: tokio::sync::Mutex<HashMap<String, (AgentEndpoint, RpcConn)>>,
 }
 
 impl AgentHub {
@@ -248,10 +249,12 @@ impl AgentHub {
 
     async fn dial(&self, ep: &AgentEndpoint) -> Result<RpcConn, RpcError> {
         let mut cache = self.listening.lock().await;
-        if let Some(c) = cache.get(&ep.machine_id) {
-            if !c.is_closed() {
+        if let Some((known, c)) = cache.get(&ep.machine_id) {
+            if !c.is_closed() && known == ep {
                 return Ok(c.clone());
             }
+            // The machine's address or thumbprint changed: never reuse the old connection.
+            c.close("the machine's endpoint changed");
         }
         let pin: Thumbprint = ep.thumbprint.parse().map_err(|e| {
             RpcError::Untrusted(format!("the machine's thumbprint is invalid: {e}"))
@@ -305,7 +308,7 @@ impl AgentHub {
         .map_err(|_| RpcError::Connect(format!("the WebSocket handshake with {remote} timed out")))?
         .map_err(|e| RpcError::Connect(format!("WebSocket with {remote}: {e}")))?;
         let conn = RpcConn::spawn(ws, format!("{} ({remote})", ep.name));
-        cache.insert(ep.machine_id.clone(), conn.clone());
+        cache.insert(ep.machine_id.clone(), (ep.clone(), conn.clone()));
         Ok(conn)
     }
 

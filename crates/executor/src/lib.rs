@@ -33,6 +33,8 @@ pub struct ExecutorConfig {
     pub node: String,
     /// At most this many tasks run at once on this node.
     pub task_cap: usize,
+    /// At most this many (action × target) runs at once on this node, across all tasks.
+    pub target_cap: usize,
     /// How long a lease lasts without renewal.
     pub lease: Duration,
     /// Where the built-in worker makes working directories.
@@ -93,6 +95,7 @@ impl Executor {
         cfg: ExecutorConfig,
         blobs: Option<Arc<dyn ferry_store::blobs::BlobStore>>,
     ) -> Arc<Executor> {
+        let cfg_target_cap = cfg.target_cap.max(1);
         let local = LocalTarget::new(cfg.work_dir.clone()).with_roots(package_ops::Roots {
             package_cache: cfg.package_cache.clone(),
             apps_root: cfg.apps_root.clone(),
@@ -106,7 +109,7 @@ impl Executor {
             local,
             blobs,
             targets: std::sync::RwLock::new(None),
-            target_slots: tokio::sync::Semaphore::new(DEFAULT_TARGET_CAP),
+            target_slots: tokio::sync::Semaphore::new(cfg_target_cap),
             target_locks: Mutex::new(HashMap::new()),
         })
     }

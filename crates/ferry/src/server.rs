@@ -44,6 +44,9 @@ pub struct ServerArgs {
     /// How long a step keeps retrying an agent it cannot reach before it fails.
     #[arg(long, env = "FERRY_AGENT_RETRY_SECONDS", default_value_t = 120)]
     agent_retry_seconds: u64,
+    /// At most this many (step × target) runs at once on this node, across deployments.
+    #[arg(long, env = "FERRY_TARGET_CAP", default_value_t = ferry_executor::DEFAULT_TARGET_CAP)]
+    target_cap: usize,
     #[arg(long, env = "FERRY_TASK_CAP", default_value_t = 10)]
     task_cap: usize,
     /// This node's name (default: kept in the data directory).
@@ -254,6 +257,7 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         ExecutorConfig {
             node: node.clone(),
             task_cap: args.task_cap.max(1),
+            target_cap: args.target_cap.max(1),
             lease: Duration::from_secs(args.task_lease_seconds.max(2)),
             work_dir: data_dir.join("work"),
             server_uri: public_url.clone(),

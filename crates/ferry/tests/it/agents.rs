@@ -717,3 +717,68 @@ async fn health_checks_and_unavailable_targets() {
         "{log}"
     );
 }
+
+/// A rolling window of one runs the step's targets one after another; two deployments to the
+/// same target wait for each other (one deployment at a time per target) unless bypassed.
+#[tokio::test]
+async fn rolling_window_and_one_deployment_per_target() {
+    let s = Server::start();
+    s.create_environment("Test").await;
+    let mut agents: Vec<Agent> = (0..3)
+        .map(|i| Agent::register(&s, &format!("r{i}"), "Test", &["web"], Mode::ListenLoopback))
+        .collect();
+    for a in &mut agents {
+        a.start();
+    }
+    let marks = tempfile::tempdir().unwrap();
+    let m = marks.path().display().to_string();
+    // Each run notes its start and end; with a window of 1 no two runs overlap.
+    let body = format!(
+        "n=$(get_octopusvariable Octopus.Machine.Name); echo \"start $n $(date +%s%N)\" >> {m}/#{{Octopus.Project.Name}}; sleep 0.3; echo \"end $n $(date +%s%N)\" >> {m}/#{{Octopus.Project.Name}}"
+    );
+    s.create_project("Rolling").await;
+    s.put(
+        "/api/Spaces-1/projects/Rolling/deploymentprocesses",
+        json!({"Steps": [{"Name": "Run", "Properties": {"Octopus.Action.TargetRoles": "web", "Octopus.Action.MaxParallelism": "1"},
+            "Actions": [{"ActionType": "Octopus.Script", "Properties": {
+                "Octopus.Action.Script.ScriptBody": body, "Octopus.Action.Script.Syntax": "Bash"}}]}]}),
+    )
+    .await;
+    let task = deploy_new_release(&s, "Rolling", "1.0.0", "Test").await;
+    assert_eq!(
+        s.wait_task(&task, Duration::from_secs(60)).await["State"],
+        "Success"
+    );
+    let lines = std::fs::read_to_string(marks.path().join("Rolling")).unwrap();
+    let kinds: Vec<&str> = lines
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["start", "end", "start", "end", "start", "end"],
+        "{lines}"
+    );
+
+    // Two projects deploying to the same targets at once: the second waits on the mutex.
+    script_project(&s, "A", "web", "sleep 1; echo a-done").await;
+    script_project(&s, "B", "web", "echo b-done").await;
+    s.create_release("A", "1.0.0").await;
+    s.create_release("B", "1.0.0").await;
+    let ta = s.deploy("A", "1.0.0", "Test").await;
+    wait_log(&s, &ta, "Bash Environment", Duration::from_secs(30)).await;
+    let tb = s.deploy("B", "1.0.0", "Test").await;
+    let (a, b) = (
+        s.wait_task(&ta, Duration::from_secs(60)).await,
+        s.wait_task(&tb, Duration::from_secs(60)).await,
+    );
+    assert_eq!(
+        (a["State"].as_str(), b["State"].as_str()),
+        (Some("Success"), Some("Success"))
+    );
+    let log_b = log_of(&s, &tb).await;
+    assert!(
+        log_b.contains("Waiting for another deployment to finish"),
+        "{log_b}"
+    );
+}
