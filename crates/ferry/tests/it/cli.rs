@@ -103,6 +103,16 @@ async fn readme_tours_work_as_written() {
     assert_eq!(settings["Greeting"], "Hello from Ferry");
     assert_eq!(settings["Port"], 80);
 
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent = run_shell_in(&s, &tour("agent"), agent_dir.path());
+    let out = text(&agent);
+    assert!(agent.status.success(), "agent tour failed:\n{out}");
+    assert!(out.contains("hello from web01"), "{out}");
+    assert!(
+        out.contains("web01") && out.contains("TentaclePassive"),
+        "{out}"
+    );
+
     let curl = run_shell(&s, &tour("curl"));
     let out = text(&curl);
     assert!(curl.status.success(), "curl tour failed:\n{out}");
