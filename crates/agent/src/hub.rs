@@ -80,11 +80,17 @@ impl AgentEndpoint {
     }
 }
 
-/// What the hub tells the server about.
+/// What the hub tells the server about, and asks it for.
 pub trait HubEvents: Send + Sync {
     /// A peer presented a certificate that is not pinned. `machine` is set when the server was
     /// dialling a known listening agent.
     fn untrusted_certificate(&self, remote: &str, presented: &str, machine: Option<&AgentEndpoint>);
+
+    /// The agent machines as stored now (used when a polling agent presents a thumbprint the
+    /// hub does not know yet: it may have registered a moment ago).
+    fn machines(&self) -> crate::serve::BoxFuture<'_, Vec<AgentEndpoint>> {
+        Box::pin(async { Vec::new() })
+    }
 }
 
 /// Timeouts of the hub.
@@ -121,6 +127,8 @@ pub struct AgentHub {
     polling_changed: Notify,
     /// Open connections to listening agents by machine id, with the endpoint they were made for.
     listening: tokio::sync::Mutex<HashMap<String, (AgentEndpoint, RpcConn)>>,
+    /// When each refused thumbprint was last audited.
+    refused: std::sync::Mutex<HashMap<Thumbprint, tokio::time::Instant>>,
 }
 
 impl AgentHub {
@@ -138,7 +146,25 @@ impl AgentHub {
             polling: std::sync::Mutex::new(HashMap::new()),
             polling_changed: Notify::new(),
             listening: tokio::sync::Mutex::new(HashMap::new()),
+            refused: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether a refused thumbprint should be audited now (not within the last minute).
+    fn first_sighting(&self, tp: &Thumbprint) -> bool {
+        let Ok(mut r) = self.refused.lock() else {
+            return true;
+        };
+        let now = tokio::time::Instant::now();
+        r.retain(|_, at| now.duration_since(*at) < Duration::from_secs(60));
+        if r.len() > 10_000 {
+            return false;
+        }
+        if r.contains_key(tp) {
+            return false;
+        }
+        r.insert(tp.clone(), now);
+        true
     }
 
     pub fn options(&self) -> &HubOptions {
@@ -367,11 +393,20 @@ impl AgentHub {
             Err(_) => return Err("TLS handshake timed out".into()),
             Ok(Err(e)) => {
                 if let Some(m) = tls::pin_mismatch(&e) {
-                    self.events.untrusted_certificate(
-                        &addr.to_string(),
-                        m.presented.as_str(),
-                        None,
-                    );
+                    // A machine registered since the last refresh is not an intruder: reload,
+                    // and let its next attempt in. Anything else is audited (once a minute per
+                    // thumbprint, so a stranger cannot flood the audit log).
+                    let fresh = self.events.machines().await;
+                    self.set_machines(&fresh);
+                    if !self.polling_pins.contains(&m.presented)
+                        && self.first_sighting(&m.presented)
+                    {
+                        self.events.untrusted_certificate(
+                            &addr.to_string(),
+                            m.presented.as_str(),
+                            None,
+                        );
+                    }
                 }
                 return Err(format!("TLS: {e}"));
             }

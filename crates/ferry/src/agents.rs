@@ -32,6 +32,16 @@ struct AuditEvents {
 }
 
 impl HubEvents for AuditEvents {
+    fn machines(&self) -> ferry_agent::serve::BoxFuture<'_, Vec<AgentEndpoint>> {
+        Box::pin(async move {
+            agent_machines(&self.db)
+                .await
+                .iter()
+                .map(AgentEndpoint::from_machine)
+                .collect()
+        })
+    }
+
     fn untrusted_certificate(
         &self,
         remote: &str,

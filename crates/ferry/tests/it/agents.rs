@@ -411,6 +411,38 @@ async fn an_agent_with_an_unregistered_certificate_is_refused_and_audited() {
         events.contains("MachineCertificateRejected") && events.contains(&presented),
         "{events}"
     );
+
+    // A polling agent with a certificate no machine has: refused at the handshake, audited
+    // once however often it retries, and it never receives work.
+    let mut p = Agent::register(&s, "rogue-poll", "Test", &["poll"], Mode::Poll);
+    Command::new(ferry_bin())
+        .args(["agent", "create-identity", "--force", "--data-dir"])
+        .arg(&p.dir)
+        .output()
+        .unwrap();
+    let presented = p.thumbprint();
+    p.start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = s.raw("/api/events?take=200").await;
+        if events.contains(&presented) {
+            // The agent keeps retrying; the audit log records it once.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let events = s.raw("/api/events?take=200").await;
+            let needle = format!("\"PresentedThumbprint\":\"{presented}\"");
+            assert_eq!(events.matches(&needle).count(), 1, "{events}");
+            assert!(
+                p.log().matches("polling connection ended").count() >= 2,
+                "{}",
+                p.log()
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{events}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!p.log().contains("connected to the server"), "{}", p.log());
+    assert_eq!(p.scripts_started(), 0);
 }
 
 /// The agents trust another server thumbprint: a listening agent refuses the server's
