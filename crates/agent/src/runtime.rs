@@ -58,6 +58,8 @@ pub struct Runtime {
     local: LocalTarget,
     running: AtomicU32,
     shutdown: CancellationToken,
+    /// Serialises writes of `tickets.json` (they share one temporary file).
+    persist_lock: std::sync::Mutex<()>,
 }
 
 impl Runtime {
@@ -99,6 +101,7 @@ impl Runtime {
             local: LocalTarget::new(work).with_roots(roots).with_name("agent"),
             running: AtomicU32::new(0),
             shutdown,
+            persist_lock: std::sync::Mutex::new(()),
         });
         rt.persist();
         // Forget old tickets now and then.
@@ -126,6 +129,7 @@ impl Runtime {
 
     /// Saves the tickets (atomically). Called after a spawn is decided and before it happens.
     fn persist(&self) {
+        let _guard = self.persist_lock.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = match self.lock().to_json() {
             Ok(b) => b,
             Err(e) => {

@@ -814,3 +814,35 @@ async fn rolling_window_and_one_deployment_per_target() {
         "{log_b}"
     );
 }
+
+/// Canceling a deployment stops the script on the agent (its whole process group).
+#[tokio::test]
+async fn canceling_a_deployment_stops_the_script_on_the_agent() {
+    let s = Server::start();
+    s.create_environment("Test").await;
+    let mut a = Agent::register(&s, "c1", "Test", &["web"], Mode::ListenLoopback);
+    a.start();
+    let marker = a.dir.join("survived");
+    script_project(
+        &s,
+        "P",
+        "web",
+        &format!(
+            "echo started; (sleep 5; touch {}) & sleep 30",
+            marker.display()
+        ),
+    )
+    .await;
+    let task = deploy_new_release(&s, "P", "1.0.0", "Test").await;
+    wait_log(&s, &task, "started", Duration::from_secs(30)).await;
+    s.post(&format!("/api/tasks/{task}/cancel"), json!({}))
+        .await;
+    let t = s.wait_task(&task, Duration::from_secs(20)).await;
+    assert_eq!(t["State"], "Canceled");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        !marker.exists(),
+        "the script's background child survived the cancel"
+    );
+    assert_eq!(a.scripts_started(), 1);
+}
