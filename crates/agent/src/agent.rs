@@ -119,7 +119,13 @@ pub async fn run(data_dir: PathBuf, shutdown: CancellationToken) -> Result<(), S
         "agent starting"
     );
     match &config.mode {
-        Mode::Listen { address } => listen(address, &identity, pins, handler, shutdown).await,
+        Mode::Listen { address } => {
+            listen(address, &identity, pins, handler, shutdown, |local| {
+                // Tests and scripts wait for this line.
+                println!("Ferry agent listening on {local}");
+            })
+            .await
+        }
         Mode::Poll {
             endpoint,
             subscription_id,
@@ -143,6 +149,7 @@ pub async fn listen(
     pins: PinSet,
     handler: Arc<AgentHandler>,
     shutdown: CancellationToken,
+    on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), String> {
     let config = tls::server_config(identity, pins).map_err(|e| e.to_string())?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -150,8 +157,7 @@ pub async fn listen(
         .await
         .map_err(|e| format!("could not listen on {address}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    // Tests and scripts wait for this line.
-    println!("Ferry agent listening on {local}");
+    on_listening(local);
     tracing::info!(%local, "listening");
     loop {
         let (tcp, remote) = tokio::select! {

@@ -15,11 +15,15 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The WebSocket path both modes use.
 pub const WS_PATH: &str = "/ferry/v1";
 
-/// The WebSocket limits: one envelope per message, at most [`DEFAULT_MAX_FRAME`].
+/// The WebSocket limits: one envelope per message, at most [`DEFAULT_MAX_FRAME`]. Small
+/// buffers (the library defaults to 128 KiB each way per connection): a server holds
+/// thousands of mostly idle polling connections.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(DEFAULT_MAX_FRAME))
         .max_frame_size(Some(DEFAULT_MAX_FRAME))
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
 }
 
 pub fn encode(env: &Envelope) -> Result<WsMessage, FrameError> {

@@ -5,6 +5,7 @@
 //! orchestration overhead of a 20-step deployment, and prints a table (or JSON). See
 //! `docs/PERFORMANCE.md` for the figures and how to read them.
 
+mod agents;
 mod foundation;
 mod packages;
 mod procfs;
@@ -23,11 +24,17 @@ const USAGE: &str = "\
 usage: ferry-bench foundation [--ferry PATH] [--runs N] [--deployments N] [--json]
        ferry-bench variables [--runs N]
        ferry-bench packages [--ferry PATH] [--size-mb N]
+       ferry-bench agents [--ferry PATH] [--runs N] [--idle N] [--targets N] [--json]
 
   --ferry PATH       the ferry binary (default: ferry next to this binary)
   --runs N           cold starts of each kind, new and existing data directory (default 10)
   --deployments N    measured 20-step deployments, after one warm-up (default 5)
-  --json             print the results as JSON instead of a table";
+  --json             print the results as JSON instead of a table
+
+agents: in-process listening and polling agents against a real server
+  --runs N           deployments per mode for the first-byte figure (default 20)
+  --idle N           idle polling agents connected to one server (default 1000)
+  --targets N        polling targets of the package redeploy (default 100)";
 
 struct Args {
     options: foundation::Options,
@@ -138,6 +145,9 @@ async fn run() -> anyhow::Result<()> {
         println!("{}", report::table(&metrics));
         return Ok(());
     }
+    if argv.first().map(String::as_str) == Some("agents") {
+        return run_agents(&argv[1..]).await;
+    }
     let Some(args) = parse_args(argv.into_iter())? else {
         println!("{USAGE}");
         return Ok(());
@@ -170,6 +180,71 @@ async fn run() -> anyhow::Result<()> {
             results.ferry_version
         );
         println!("{}", report::table(&results.metrics));
+        println!("(took {:.0} s)", began.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// `ferry-bench agents [--ferry PATH] [--runs N] [--idle N] [--targets N] [--json]`.
+async fn run_agents(argv: &[String]) -> anyhow::Result<()> {
+    let mut options = agents::Options {
+        ferry: PathBuf::new(),
+        runs: 20,
+        idle: 1000,
+        targets: 100,
+    };
+    let mut ferry = None;
+    let mut json = false;
+    let mut args = argv.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--ferry" => ferry = Some(PathBuf::from(value("--ferry")?)),
+            "--runs" => options.runs = positive(&value("--runs")?, "--runs")?,
+            "--idle" => options.idle = positive(&value("--idle")?, "--idle")?,
+            "--targets" => options.targets = positive(&value("--targets")?, "--targets")?,
+            "--json" => json = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown option '{other}'\n{USAGE}"),
+        }
+    }
+    options.ferry = match ferry {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .context("cannot tell where this binary is; pass --ferry PATH")?
+            .with_file_name("ferry"),
+    };
+    let began = Instant::now();
+    let progress = |m: &str| eprintln!("[{:5.1} s] {m}", began.elapsed().as_secs_f64());
+    let metrics = agents::run(&options, &progress).await?;
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let date = timefmt::today_utc();
+    let cpu = procfs::cpu_model();
+    if json {
+        let document = json!({
+            "benchmark": "agents",
+            "date": date,
+            "ferry": options.ferry.display().to_string(),
+            "machine": { "cpus": cpus, "cpu_model": cpu, "kernel": procfs::kernel() },
+            "runs": options.runs,
+            "idle": options.idle,
+            "targets": options.targets,
+            "metrics": report::json_rows(&metrics),
+            "elapsed_s": began.elapsed().as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        println!(
+            "Ferry agents benchmark, {date}, {cpus} CPUs ({cpu}), release build, agents in-process"
+        );
+        println!("{}", report::table(&metrics));
         println!("(took {:.0} s)", began.elapsed().as_secs_f64());
     }
     Ok(())

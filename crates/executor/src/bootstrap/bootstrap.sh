@@ -274,15 +274,51 @@ new_octopustarget() (
 # Octopus.Action.Script.SuppressEnvironmentLogging is True.
 # -----------------------------------------------------------------------------
 __ferry_log_environment() {
-    if [ "$(get_octopusvariable "Octopus.Action.Script.SuppressEnvironmentLogging")" = "True" ]; then
+    # Builtins only: every fork here would be paid by every step on every target.
+    local __ferry_suppress= __ferry_i __ferry_os= __ferry_host= __ferry_rel= __ferry_ver= __ferry_user=${USER-} __ferry_cpus=
+    if ((__ferry_assoc)); then
+        __ferry_suppress=${__ferry_vars["Octopus.Action.Script.SuppressEnvironmentLogging"]-}
+    else
+        for ((__ferry_i = ${#__ferry_names[@]} - 1; __ferry_i >= 0; __ferry_i--)); do
+            if [ "${__ferry_names[__ferry_i]}" = "Octopus.Action.Script.SuppressEnvironmentLogging" ]; then
+                __ferry_suppress=${__ferry_values[__ferry_i]}
+                break
+            fi
+        done
+    fi
+    if [ "$__ferry_suppress" = "True" ]; then
         return 0
+    fi
+    [ -r /proc/sys/kernel/ostype ] && read -r __ferry_os </proc/sys/kernel/ostype
+    [ -r /proc/sys/kernel/hostname ] && read -r __ferry_host </proc/sys/kernel/hostname
+    [ -r /proc/sys/kernel/osrelease ] && read -r __ferry_rel </proc/sys/kernel/osrelease
+    [ -r /proc/sys/kernel/version ] && read -r __ferry_ver </proc/sys/kernel/version
+    if [ -z "$__ferry_user" ] && [ -r /etc/passwd ]; then
+        local __ferry_n __ferry_x __ferry_uid __ferry_rest
+        while IFS=: read -r __ferry_n __ferry_x __ferry_uid __ferry_rest; do
+            if [ "$__ferry_uid" = "$EUID" ]; then
+                __ferry_user=$__ferry_n
+                break
+            fi
+        done </etc/passwd
+    fi
+    if [ -r /sys/devices/system/cpu/online ]; then
+        local __ferry_ranges __ferry_r __ferry_a __ferry_b
+        read -r __ferry_ranges </sys/devices/system/cpu/online
+        __ferry_cpus=0
+        IFS=, read -r -a __ferry_r <<<"$__ferry_ranges"
+        for __ferry_i in "${__ferry_r[@]}"; do
+            __ferry_a=${__ferry_i%-*}
+            __ferry_b=${__ferry_i#*-}
+            __ferry_cpus=$((__ferry_cpus + __ferry_b - __ferry_a + 1))
+        done
     fi
     echo "##octopus[stdout-verbose]"
     echo "Bash Environment Information:"
-    echo "  OperatingSystem: $(uname -a 2>/dev/null)"
-    echo "  CurrentUser: $(id -un 2>/dev/null)"
-    echo "  HostName: $(uname -n 2>/dev/null)"
-    echo "  ProcessorCount: $(getconf _NPROCESSORS_ONLN 2>/dev/null)"
+    echo "  OperatingSystem: ${__ferry_os:-$OSTYPE} ${__ferry_host:-${HOSTNAME-}} $__ferry_rel $__ferry_ver ${HOSTTYPE-}"
+    echo "  CurrentUser: ${__ferry_user:-$EUID}"
+    echo "  HostName: ${__ferry_host:-${HOSTNAME-}}"
+    echo "  ProcessorCount: $__ferry_cpus"
     echo "  CurrentDirectory: $PWD"
     echo "  TempDirectory: ${TMPDIR:-/tmp}"
     echo "  HostProcessID: $$"
