@@ -828,13 +828,13 @@ async fn canceling_a_deployment_stops_the_script_on_the_agent() {
         "P",
         "web",
         &format!(
-            "echo started; (sleep 5; touch {}) & sleep 30",
+            "echo script-is-running; (sleep 5; touch {}) & sleep 30",
             marker.display()
         ),
     )
     .await;
     let task = deploy_new_release(&s, "P", "1.0.0", "Test").await;
-    wait_log(&s, &task, "started", Duration::from_secs(30)).await;
+    wait_log(&s, &task, "script-is-running", Duration::from_secs(30)).await;
     s.post(&format!("/api/tasks/{task}/cancel"), json!({}))
         .await;
     let t = s.wait_task(&task, Duration::from_secs(20)).await;
