@@ -8,11 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry_protocol::{AgentError, Envelope, KeepAlive, Message};
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::wire;
@@ -48,7 +46,8 @@ impl RpcError {
 }
 
 struct Inner {
-    out: mpsc::UnboundedSender<WsMessage>,
+    /// Taken (dropped) on close, which closes the transport's writer and so the connection.
+    out: std::sync::Mutex<Option<wire::Outgoing>>,
     pending: std::sync::Mutex<HashMap<u64, oneshot::Sender<Message>>>,
     next: AtomicU64,
     closed: CancellationToken,
@@ -74,43 +73,53 @@ impl RpcConn {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (mut sink, mut stream) = ws.split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<WsMessage>();
+        let (incoming, outgoing) = wire::pump_ws(ws);
+        RpcConn::spawn_channels(incoming, outgoing, peer)
+    }
+
+    /// Takes over a byte stream carrying length-prefixed frames (an SSH channel to
+    /// `ferry agent stdio`).
+    pub fn spawn_framed<R, W>(reader: R, writer: W, peer: String) -> RpcConn
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (incoming, outgoing) = wire::pump_framed(reader, writer);
+        RpcConn::spawn_channels(incoming, outgoing, peer)
+    }
+
+    /// The transport-independent part: pings when idle, matches responses to requests,
+    /// answers pings, and closes on silence, a transport error or a malformed frame.
+    pub fn spawn_channels(
+        mut incoming: wire::Incoming,
+        outgoing: wire::Outgoing,
+        peer: String,
+    ) -> RpcConn {
         let inner = Arc::new(Inner {
-            out: tx,
+            out: std::sync::Mutex::new(Some(outgoing)),
             pending: std::sync::Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             closed: CancellationToken::new(),
             reason: std::sync::Mutex::new(String::new()),
             peer,
         });
-        // Writer: queued frames, plus a ping when idle.
+        // Pinger.
         let w = inner.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(wire::PING_EVERY);
             tick.tick().await;
             loop {
                 tokio::select! {
-                    m = rx.recv() => match m {
-                        Some(m) => if let Err(e) = sink.send(m).await {
-                            w.close(&format!("write failed: {e}"));
-                            break;
-                        },
-                        None => break,
-                    },
                     _ = tick.tick() => {
                         let nonce = w.next.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(m) = wire::encode(&Envelope::new(nonce, Message::Ping(KeepAlive { nonce }))) {
-                            if sink.send(m).await.is_err() {
-                                w.close("write failed");
-                                break;
-                            }
+                        if !w.send(Envelope::new(nonce, Message::Ping(KeepAlive { nonce }))) {
+                            w.close("write failed");
+                            break;
                         }
                     }
                     _ = w.closed.cancelled() => break,
                 }
             }
-            let _ = sink.close().await;
         });
         // Reader: responses to their waiters; pings answered; silence means death.
         let r = inner.clone();
@@ -119,10 +128,10 @@ impl RpcConn {
             loop {
                 let wait = wire::IDLE_LIMIT.saturating_sub(last.elapsed());
                 let next = tokio::select! {
-                    n = tokio::time::timeout(wait, stream.next()) => n,
+                    n = tokio::time::timeout(wait, incoming.recv()) => n,
                     _ = r.closed.cancelled() => break,
                 };
-                let msg = match next {
+                let env = match next {
                     Err(_) => {
                         r.close(&format!("nothing received for {:?}", wire::IDLE_LIMIT));
                         break;
@@ -131,33 +140,19 @@ impl RpcConn {
                         r.close("closed by the agent");
                         break;
                     }
-                    Ok(Some(Err(e))) => {
-                        r.close(&format!("read failed: {e}"));
+                    Ok(Some(Err(why))) => {
+                        if why.starts_with("malformed") {
+                            tracing::warn!(peer = %r.peer, reason = %why, "bad frame from agent; closing");
+                        }
+                        r.close(&why);
                         break;
                     }
-                    Ok(Some(Ok(m))) => m,
+                    Ok(Some(Ok(env))) => env,
                 };
                 last = Instant::now();
-                let env = match wire::decode(&msg) {
-                    Ok(Some(e)) => e,
-                    Ok(None) => {
-                        if matches!(msg, WsMessage::Close(_)) {
-                            r.close("closed by the agent");
-                            break;
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(peer = %r.peer, error = %e, "malformed frame from agent; closing");
-                        r.close(&format!("malformed frame: {e}"));
-                        break;
-                    }
-                };
                 match env.message {
                     Message::Ping(k) => {
-                        if let Ok(m) = wire::encode(&Envelope::new(env.id, Message::Pong(k))) {
-                            let _ = r.out.send(m);
-                        }
+                        r.send(Envelope::new(env.id, Message::Pong(k)));
                     }
                     Message::Pong(_) => {}
                     other => {
@@ -168,6 +163,7 @@ impl RpcConn {
                     }
                 }
             }
+            // Dropping `incoming` here ends the transport's reader; the pinger stops on close.
         });
         RpcConn { inner }
     }
@@ -200,9 +196,7 @@ impl RpcConn {
         if let Ok(mut p) = self.inner.pending.lock() {
             p.insert(id, tx);
         }
-        let frame = wire::encode(&Envelope::new(id, msg))
-            .map_err(|e| RpcError::Protocol(format!("could not encode the request: {e}")))?;
-        if self.inner.out.send(frame).is_err() {
+        if !self.inner.send(Envelope::new(id, msg)) {
             self.forget(id);
             return Err(RpcError::Closed(self.inner.reason()));
         }
@@ -227,7 +221,18 @@ impl RpcConn {
 }
 
 impl Inner {
+    fn send(&self, env: Envelope) -> bool {
+        self.out
+            .lock()
+            .ok()
+            .and_then(|o| o.as_ref().map(|tx| tx.send(env).is_ok()))
+            .unwrap_or(false)
+    }
+
     fn close(&self, why: &str) {
+        if let Ok(mut o) = self.out.lock() {
+            o.take();
+        }
         if let Ok(mut r) = self.reason.lock() {
             if r.is_empty() {
                 *r = why.to_string();

@@ -6,11 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ferry_protocol::{Envelope, Hello, KeepAlive, Message};
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::wire;
@@ -22,8 +19,8 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, msg: Message) -> BoxFuture<'_, Message>;
 }
 
-/// Serves one connection until it closes or `shutdown` fires. A polling agent passes its
-/// `hello`, which is sent first and must be acknowledged. Returns why the connection ended.
+/// Serves one WebSocket connection until it closes or `shutdown` fires. A polling agent passes
+/// its `hello`, which is sent first and must be acknowledged. Returns why the connection ended.
 pub async fn serve<S, H>(
     ws: WebSocketStream<S>,
     handler: Arc<H>,
@@ -34,93 +31,95 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
-    let (mut sink, mut stream) = ws.split();
+    let (incoming, outgoing) = crate::wire::pump_ws(ws);
+    serve_channels(incoming, outgoing, handler, hello, shutdown).await
+}
+
+/// Serves length-prefixed frames on a byte stream (`ferry agent stdio` on stdin/stdout).
+pub async fn serve_framed<R, W, H>(
+    reader: R,
+    writer: W,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) -> String
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let (incoming, outgoing) = crate::wire::pump_framed(reader, writer);
+    serve_channels(incoming, outgoing, handler, None, shutdown).await
+}
+
+/// The transport-independent responder.
+pub async fn serve_channels<H: Handler>(
+    mut incoming: crate::wire::Incoming,
+    outgoing: crate::wire::Outgoing,
+    handler: Arc<H>,
+    hello: Option<Hello>,
+    shutdown: CancellationToken,
+) -> String {
     if let Some(h) = hello {
-        let Ok(frame) = wire::encode(&Envelope::new(0, Message::Hello(h))) else {
-            return "could not encode hello".to_string();
-        };
-        if let Err(e) = sink.send(frame).await {
-            return format!("could not send hello: {e}");
+        if outgoing.send(Envelope::new(0, Message::Hello(h))).is_err() {
+            return "could not send hello".to_string();
         }
-        match tokio::time::timeout(wire::HANDSHAKE_TIMEOUT, stream.next()).await {
-            Ok(Some(Ok(m))) => match wire::decode(&m) {
-                Ok(Some(Envelope {
-                    message: Message::Ack,
-                    ..
-                })) => {}
-                Ok(Some(Envelope {
-                    message: Message::Error(e),
-                    ..
-                })) => return format!("the server refused the connection: {}", e.message),
-                _ => return "the server did not acknowledge the hello".to_string(),
-            },
+        match tokio::time::timeout(wire::HANDSHAKE_TIMEOUT, incoming.recv()).await {
+            Ok(Some(Ok(Envelope {
+                message: Message::Ack,
+                ..
+            }))) => {}
+            Ok(Some(Ok(Envelope {
+                message: Message::Error(e),
+                ..
+            }))) => return format!("the server refused the connection: {}", e.message),
             _ => return "the server did not acknowledge the hello".to_string(),
         }
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<WsMessage>();
     let stop = shutdown.child_token();
-    let writer_stop = stop.clone();
-    let writer = tokio::spawn(async move {
+    let pinger_stop = stop.clone();
+    let pinger_out = outgoing.clone();
+    let pinger = tokio::spawn(async move {
         let mut tick = tokio::time::interval(wire::PING_EVERY);
         tick.tick().await;
         let mut nonce = 0u64;
         loop {
             tokio::select! {
-                m = rx.recv() => match m {
-                    Some(m) => if sink.send(m).await.is_err() { break },
-                    None => break,
-                },
                 _ = tick.tick() => {
                     nonce += 1;
-                    if let Ok(m) = wire::encode(&Envelope::new(u64::MAX - nonce, Message::Ping(KeepAlive { nonce }))) {
-                        if sink.send(m).await.is_err() { break }
+                    if pinger_out.send(Envelope::new(u64::MAX - nonce, Message::Ping(KeepAlive { nonce }))).is_err() {
+                        break;
                     }
                 }
-                _ = writer_stop.cancelled() => break,
+                _ = pinger_stop.cancelled() => break,
             }
         }
-        let _ = sink.close().await;
     });
     let mut last = Instant::now();
     let why = loop {
         let wait = wire::IDLE_LIMIT.saturating_sub(last.elapsed());
         let next = tokio::select! {
-            n = tokio::time::timeout(wait, stream.next()) => n,
+            n = tokio::time::timeout(wait, incoming.recv()) => n,
             _ = stop.cancelled() => break "shutting down".to_string(),
         };
-        let msg = match next {
+        let env = match next {
             Err(_) => break format!("nothing received for {:?}", wire::IDLE_LIMIT),
             Ok(None) => break "closed by the server".to_string(),
-            Ok(Some(Err(e))) => break format!("read failed: {e}"),
-            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(why))) => break why,
+            Ok(Some(Ok(env))) => env,
         };
         last = Instant::now();
-        let env = match wire::decode(&msg) {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                if matches!(msg, WsMessage::Close(_)) {
-                    break "closed by the server".to_string();
-                }
-                continue;
-            }
-            Err(e) => break format!("malformed frame: {e}"),
-        };
         match env.message {
             Message::Ping(k) => {
-                if let Ok(m) = wire::encode(&Envelope::new(env.id, Message::Pong(k))) {
-                    let _ = tx.send(m);
-                }
+                let _ = outgoing.send(Envelope::new(env.id, Message::Pong(k)));
             }
             Message::Pong(_) | Message::Ack => {}
             m if m.is_request() => {
                 let h = handler.clone();
-                let tx = tx.clone();
+                let tx = outgoing.clone();
                 let id = env.id;
                 tokio::spawn(async move {
                     let reply = h.handle(m).await;
-                    if let Ok(frame) = wire::encode(&Envelope::new(id, reply)) {
-                        let _ = tx.send(frame);
-                    }
+                    let _ = tx.send(Envelope::new(id, reply));
                 });
             }
             other => {
@@ -129,7 +128,6 @@ where
         }
     };
     stop.cancel();
-    drop(tx);
-    let _ = writer.await;
+    let _ = pinger.await;
     why
 }

@@ -39,3 +39,112 @@ pub fn decode(msg: &WsMessage) -> Result<Option<Envelope>, FrameError> {
         _ => Ok(None),
     }
 }
+
+/// What a transport delivers: envelopes, or why the connection ended.
+pub type Incoming = tokio::sync::mpsc::Receiver<Result<Envelope, String>>;
+/// What a transport sends.
+pub type Outgoing = tokio::sync::mpsc::UnboundedSender<Envelope>;
+
+/// Pumps a WebSocket into envelope channels (one reader task, one writer task). Control frames
+/// are handled by the library; a Close, an error or a malformed frame ends the incoming side
+/// with its reason.
+pub fn pump_ws<S>(ws: tokio_tungstenite::WebSocketStream<S>) -> (Incoming, Outgoing)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use futures_util::{SinkExt, StreamExt};
+    let (mut sink, mut stream) = ws.split();
+    let (in_tx, in_rx) = tokio::sync::mpsc::channel(64);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
+    tokio::spawn(async move {
+        loop {
+            let end = match stream.next().await {
+                None => "closed by the peer".to_string(),
+                Some(Err(e)) => format!("read failed: {e}"),
+                Some(Ok(m)) => match decode(&m) {
+                    Ok(Some(env)) => {
+                        if in_tx.send(Ok(env)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Ok(None) if matches!(m, WsMessage::Close(_)) => "closed by the peer".to_string(),
+                    Ok(None) => continue,
+                    Err(e) => format!("malformed frame: {e}"),
+                },
+            };
+            let _ = in_tx.send(Err(end)).await;
+            return;
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(env) = out_rx.recv().await {
+            match encode(&env) {
+                Ok(m) => {
+                    if sink.send(m).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not encode a message"),
+            }
+        }
+        let _ = sink.close().await;
+    });
+    (in_rx, out_tx)
+}
+
+/// Pumps a byte stream (an SSH channel, a process's stdin/stdout) into envelope channels, with
+/// 4-byte length-prefixed frames (`ferry_protocol::encode_frame` / `FrameDecoder`).
+pub fn pump_framed<R, W>(mut reader: R, mut writer: W) -> (Incoming, Outgoing)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (in_tx, in_rx) = tokio::sync::mpsc::channel(64);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
+    tokio::spawn(async move {
+        let mut dec = ferry_protocol::FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match reader.read(&mut buf).await {
+                Ok(0) => {
+                    let _ = in_tx.send(Err("closed by the peer".to_string())).await;
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = in_tx.send(Err(format!("read failed: {e}"))).await;
+                    return;
+                }
+            };
+            match dec.feed(&buf[..n]) {
+                Ok(envs) => {
+                    for env in envs {
+                        if in_tx.send(Ok(env)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = in_tx.send(Err(format!("malformed frame: {e}"))).await;
+                    return;
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(env) = out_rx.recv().await {
+            match ferry_protocol::encode_frame(&env, DEFAULT_MAX_FRAME) {
+                Ok(bytes) => {
+                    if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not encode a message"),
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    (in_rx, out_tx)
+}
