@@ -111,6 +111,7 @@ pub async fn run(data_dir: PathBuf, shutdown: CancellationToken) -> Result<(), S
     let config = AgentConfig::load(&data_dir)?;
     let identity = load_identity(&data_dir)?;
     let pins = config.pins()?;
+    let _lock = lock_data_dir(&data_dir, Duration::from_secs(5)).await?;
     let rt = Runtime::open(&data_dir, shutdown.clone())?;
     let handler = Arc::new(AgentHandler { rt });
     tracing::info!(
@@ -320,4 +321,56 @@ async fn poll_once(
         protocol_versions: vec![PROTOCOL_VERSION],
     };
     PollEnd::Retry(serve(ws, handler, Some(hello), shutdown).await)
+}
+
+/// Holds the data directory's lock file (`agent.lock`) so that two agent processes never share
+/// one ticket state. Waits up to `wait` for an earlier process (an SSH session that has not
+/// noticed its disconnect yet) to let go.
+pub async fn lock_data_dir(data_dir: &Path, wait: Duration) -> Result<std::fs::File, String> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("could not create {}: {e}", data_dir.display()))?;
+    let path = data_dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("could not open {}: {e}", path.display()))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "another agent process is using {}",
+                    data_dir.display()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("could not lock {}: {e}", path.display()));
+            }
+        }
+    }
+}
+
+/// `ferry agent stdio`: one connection on standard input and output (length-prefixed frames),
+/// for SSH targets: the server starts this over an SSH channel. Ends when the input closes;
+/// scripts still running then are stopped (their step fails, naming the lost connection).
+pub async fn stdio(data_dir: PathBuf, shutdown: CancellationToken) -> Result<(), String> {
+    let _lock = lock_data_dir(&data_dir, Duration::from_secs(30)).await?;
+    let rt = Runtime::open(&data_dir, shutdown.clone())?;
+    let handler = Arc::new(AgentHandler { rt });
+    let why = crate::serve::serve_framed(
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        handler,
+        shutdown.clone(),
+    )
+    .await;
+    tracing::info!(reason = %why, "stdio connection ended");
+    shutdown.cancel();
+    Ok(())
 }

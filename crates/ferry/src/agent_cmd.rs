@@ -110,6 +110,13 @@ pub enum AgentCommand {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Serve one connection on standard input and output (the server starts this on SSH
+    /// targets)
+    #[command(hide = true)]
+    Stdio {
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Write a systemd unit that runs the agent
     InstallService {
         #[command(flatten)]
@@ -128,6 +135,7 @@ pub enum AgentCommand {
 pub fn main(conn: ConnArgs, cmd: AgentCommand) -> i32 {
     let result = match cmd {
         AgentCommand::Run { dir } => run(dir.data_dir),
+        AgentCommand::Stdio { dir } => stdio(dir.data_dir),
         AgentCommand::Register { .. } => {
             match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -161,6 +169,25 @@ fn run(data_dir: PathBuf) -> anyhow::Result<()> {
             s2.cancel();
         });
         ferry_agent::agent::run(data_dir, stop)
+            .await
+            .map_err(anyhow::Error::msg)
+    })
+}
+
+fn stdio(data_dir: PathBuf) -> anyhow::Result<()> {
+    crate::server::init_tracing_plain();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let s2 = stop.clone();
+        tokio::spawn(async move {
+            crate::server::shutdown_signal().await;
+            s2.cancel();
+        });
+        ferry_agent::agent::stdio(data_dir, stop)
             .await
             .map_err(anyhow::Error::msg)
     })
@@ -293,7 +320,9 @@ fn local(cmd: AgentCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        AgentCommand::Run { .. } | AgentCommand::Register { .. } => Ok(()),
+        AgentCommand::Run { .. } | AgentCommand::Stdio { .. } | AgentCommand::Register { .. } => {
+            Ok(())
+        }
     }
 }
 
