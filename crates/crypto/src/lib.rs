@@ -243,6 +243,11 @@ pub fn open(key: &MasterKey, aad: &[u8], sealed: &str) -> Result<String, SealErr
 /// The binding of a sensitive variable value: its variable set's owner (project or library
 /// set) and the variable's id, so release snapshots (same owner and id) open it and nothing
 /// else does.
+/// Additional data binding an account's sealed secret to the account and the field.
+pub fn account_aad(account_id: &str, field: &str) -> Vec<u8> {
+    format!("ferry/account/{account_id}/{field}").into_bytes()
+}
+
 pub fn variable_aad(owner_id: &str, variable_id: &str) -> Vec<u8> {
     format!("ferry/variable/{owner_id}/{variable_id}").into_bytes()
 }

@@ -560,9 +560,13 @@ pub fn prop_is_true(v: Option<&str>) -> bool {
     v.is_some_and(|s| s.trim().eq_ignore_ascii_case("true"))
 }
 
-/// How the server reaches a deployment target. Only the Ferry agent's two styles exist so far:
-/// `TentaclePassive` (listening: `Uri` is `https://host:port/`) and `TentacleActive` (polling:
-/// `Uri` is `poll://subscription/`); both pin the agent's certificate `Thumbprint`.
+/// How the server reaches a deployment target:
+/// - `TentaclePassive` (a listening agent: `Uri` is `https://host:port/`) and `TentacleActive`
+///   (a polling agent: `Uri` is `poll://subscription/`); both pin the agent's certificate
+///   `Thumbprint`.
+/// - `Ssh`: `Host`, `Port` (22), the host key `Fingerprint` pinned at creation
+///   (`SHA256:<base64>`, as `ssh-keygen -l` prints it) and the `AccountId` of an `SshKeyPair`
+///   or `UsernamePassword` account; `Uri` is `ssh://host:port/`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct Endpoint {
@@ -573,6 +577,45 @@ pub struct Endpoint {
     pub certificate_signature_algorithm: Option<String>,
     pub tentacle_version_details: Option<Value>,
     pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dot_net_core_platform: Option<String>,
+}
+
+/// An account in the space library (`/api/{space}/accounts`): credentials used by SSH targets.
+/// `AccountType` is `SshKeyPair` (`Username`, a private key in PEM or OpenSSH format and an
+/// optional passphrase) or `UsernamePassword` (`Username`, `Password`). Secrets are stored only
+/// sealed with the master key (`ferry_crypto::account_aad(id, field)`, fields `PrivateKeyFile`,
+/// `PrivateKeyPassphrase`, `Password`) and never returned: the API shows
+/// `{"HasValue": bool, "NewValue": null}` in their place.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Account {
+    pub id: String,
+    pub space_id: String,
+    pub account_type: String,
+    pub name: String,
+    pub slug: String,
+    pub description: String,
+    pub environment_ids: Vec<String>,
+    pub tenanted_deployment_participation: String,
+    pub tenant_ids: Vec<String>,
+    pub tenant_tags: Vec<String>,
+    pub username: String,
+    /// The private key (PEM/OpenSSH text), sealed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed_private_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed_private_key_passphrase: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed_password: Option<String>,
 }
 
 /// A deployment target (Octopus's machine resource).
