@@ -5,41 +5,78 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_executor::package_ops::PackageFile;
+use ferry_executor::package_ops::{PackageFile, Transferred};
 use ferry_executor::target::{
     BoxFuture, HealthInfo, ScriptOutcome, ScriptOutput, ScriptRequest, Stream, Syntax, Target,
     TargetError, TargetProvider, TaskRef,
 };
 use ferry_protocol::{
-    CancelScript, CompleteScript, ErrorCode, GetStatus, Message, NameValue, PackageCacheLookup,
-    PackageOp, PackageStage, PackageStageReply, ScriptState, StartScript, Stream as WireStream,
-    Syntax as WireSyntax, UploadBegin, UploadChunk, UploadEnd,
+    CancelScript, CompleteScript, ErrorCode, GetStatus, Message, NameValue, PackageBasis,
+    PackageBasisReply, PackageCacheLookup, PackageOp, PackageStage, PackageStageReply, ScriptState,
+    StartScript, Stream as WireStream, Syntax as WireSyntax, UploadBegin, UploadChunk, UploadEnd,
 };
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{AgentEndpoint, AgentHub};
-use crate::rpc::RpcError;
+use crate::rpc::{RpcConn, RpcError};
 
 /// Bytes per upload chunk (base64 in the frame: well under the 4 MiB frame limit).
 const CHUNK: usize = 512 * 1024;
 /// How long a status request may wait on the agent for new output.
 const LONG_POLL_MS: u32 = 5_000;
 
-/// A listening or polling agent.
-pub struct AgentTarget {
+/// How an [`AgentTarget`] gets a connection: the hub (listening and polling agents) or an SSH
+/// session running `ferry agent stdio`.
+pub trait Connector: Send + Sync {
+    /// An open connection, or a new one; may wait up to `wait` (a polling agent to connect).
+    fn connect(&self, wait: Duration) -> crate::serve::BoxFuture<'_, Result<RpcConn, RpcError>>;
+}
+
+struct HubConnector {
     hub: Arc<AgentHub>,
     ep: AgentEndpoint,
+}
+
+impl Connector for HubConnector {
+    fn connect(&self, wait: Duration) -> crate::serve::BoxFuture<'_, Result<RpcConn, RpcError>> {
+        Box::pin(self.hub.connection(&self.ep, wait))
+    }
+}
+
+/// A target reached through the agent protocol: a listening or polling agent, or an SSH
+/// target running `ferry agent stdio`.
+pub struct AgentTarget {
+    connector: Arc<dyn Connector>,
+    name: String,
     /// How long to keep retrying when the agent cannot be reached.
     retry_window: Duration,
+    call_timeout: Duration,
 }
 
 impl AgentTarget {
     pub fn new(hub: Arc<AgentHub>, ep: AgentEndpoint, retry_window: Duration) -> AgentTarget {
+        let call_timeout = hub.options().call_timeout;
+        let name = ep.name.clone();
         AgentTarget {
-            hub,
-            ep,
+            connector: Arc::new(HubConnector { hub, ep }),
+            name,
             retry_window,
+            call_timeout,
+        }
+    }
+
+    pub fn with_connector(
+        name: &str,
+        connector: Arc<dyn Connector>,
+        retry_window: Duration,
+        call_timeout: Duration,
+    ) -> AgentTarget {
+        AgentTarget {
+            connector,
+            name: name.to_string(),
+            retry_window,
+            call_timeout,
         }
     }
 
@@ -49,7 +86,7 @@ impl AgentTarget {
         let mut delay = Duration::from_millis(100);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let attempt = match self.hub.connection(&self.ep, left).await {
+            let attempt = match self.connector.connect(left).await {
                 Ok(conn) => {
                     let r = conn.call(msg.clone(), timeout).await;
                     if matches!(r, Err(RpcError::Timeout(_))) {
@@ -62,7 +99,7 @@ impl AgentTarget {
             };
             match attempt {
                 Err(e) if e.retryable() && tokio::time::Instant::now() < deadline => {
-                    tracing::debug!(agent = %self.ep.name, error = %e, "retrying");
+                    tracing::debug!(agent = %self.name, error = %e, "retrying");
                     tokio::time::sleep(
                         delay.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
                     )
@@ -72,7 +109,7 @@ impl AgentTarget {
                 Err(e) if e.retryable() => {
                     return Err(RpcError::Connect(format!(
                         "{} could not be reached for {}s ({e})",
-                        self.ep.name,
+                        self.name,
                         self.retry_window.as_secs()
                     )));
                 }
@@ -82,7 +119,7 @@ impl AgentTarget {
     }
 
     fn call_timeout(&self) -> Duration {
-        self.hub.options().call_timeout
+        self.call_timeout
     }
 
     async fn run(
@@ -183,11 +220,11 @@ impl AgentTarget {
                     ScriptState::Canceled => Ok(ScriptOutcome::Canceled),
                     ScriptState::Lost => Err(TargetError::Other(format!(
                         "the script was lost on {} (the agent restarted or could not start it)",
-                        self.ep.name
+                        self.name
                     ))),
                     ScriptState::Unknown => Err(TargetError::Other(format!(
                         "{} has no record of the script (the agent may have lost its state)",
-                        self.ep.name
+                        self.name
                     ))),
                     ScriptState::Running => Err(TargetError::Other("still running".into())),
                 };
@@ -195,34 +232,71 @@ impl AgentTarget {
         }
     }
 
-    async fn upload(&self, pkg: &PackageFile) -> Result<(), RpcError> {
+    /// Sends the whole file, or (with `delta`) an rsync delta against a cached basis.
+    async fn upload(
+        &self,
+        pkg: &PackageFile,
+        delta: Option<(&str, &[u8])>,
+    ) -> Result<u64, RpcError> {
         let transfer = uuid::Uuid::new_v4().simple().to_string();
+        let (size, sha256, delta_from, result_sha256, result_size) = match delta {
+            None => (pkg.size, pkg.sha256.clone(), None, None, None),
+            Some((basis, bytes)) => {
+                use sha2::Digest;
+                (
+                    bytes.len() as u64,
+                    hex::encode(sha2::Sha256::digest(bytes)),
+                    Some(basis.to_string()),
+                    Some(pkg.sha256.clone()),
+                    Some(pkg.size),
+                )
+            }
+        };
         let begin = Message::UploadBegin(UploadBegin {
             transfer: transfer.clone(),
             name: Some(format!("{}{}", pkg.sha256, pkg.extension)),
-            size: pkg.size,
-            sha256: pkg.sha256.clone(),
+            size,
+            sha256,
+            package_id: Some(pkg.package_id.clone()),
+            delta_from,
+            result_sha256,
+            result_size,
         });
         self.call(begin, self.call_timeout()).await?;
-        let mut file = tokio::fs::File::open(&pkg.source)
-            .await
-            .map_err(|e| RpcError::Protocol(format!("could not read the package: {e}")))?;
         let mut offset = 0u64;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = read_full(&mut file, &mut buf)
-                .await
-                .map_err(|e| RpcError::Protocol(format!("could not read the package: {e}")))?;
-            if n == 0 {
-                break;
+        match delta {
+            Some((_, bytes)) => {
+                for piece in bytes.chunks(CHUNK) {
+                    let chunk = Message::UploadChunk(UploadChunk {
+                        transfer: transfer.clone(),
+                        offset,
+                        data: piece.to_vec(),
+                    });
+                    self.call(chunk, self.call_timeout()).await?;
+                    offset += piece.len() as u64;
+                }
             }
-            let chunk = Message::UploadChunk(UploadChunk {
-                transfer: transfer.clone(),
-                offset,
-                data: buf[..n].to_vec(),
-            });
-            self.call(chunk, self.call_timeout()).await?;
-            offset += n as u64;
+            None => {
+                let mut file = tokio::fs::File::open(&pkg.source)
+                    .await
+                    .map_err(|e| RpcError::Protocol(format!("could not read the package: {e}")))?;
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    let n = read_full(&mut file, &mut buf).await.map_err(|e| {
+                        RpcError::Protocol(format!("could not read the package: {e}"))
+                    })?;
+                    if n == 0 {
+                        break;
+                    }
+                    let chunk = Message::UploadChunk(UploadChunk {
+                        transfer: transfer.clone(),
+                        offset,
+                        data: buf[..n].to_vec(),
+                    });
+                    self.call(chunk, self.call_timeout()).await?;
+                    offset += n as u64;
+                }
+            }
         }
         match self
             .call(
@@ -233,12 +307,44 @@ impl AgentTarget {
             )
             .await?
         {
-            Message::UploadDone(d) if d.sha256 == pkg.sha256 => Ok(()),
+            Message::UploadDone(d) if d.sha256 == pkg.sha256 => Ok(size),
             other => Err(RpcError::Protocol(format!(
                 "the upload ended with {}",
                 other.kind()
             ))),
         }
+    }
+
+    /// A delta against the newest earlier version of the package on the target, when there
+    /// is one and the delta is clearly smaller than the file.
+    async fn try_delta(&self, pkg: &PackageFile) -> Option<(String, Vec<u8>)> {
+        let reply = self
+            .call(
+                Message::PackageBasis(PackageBasis {
+                    package_id: pkg.package_id.clone(),
+                    exclude_sha256: pkg.sha256.clone(),
+                }),
+                self.call_timeout(),
+            )
+            .await
+            .ok()?;
+        let Message::PackageBasisReply(PackageBasisReply { basis: Some(basis) }) = reply else {
+            return None;
+        };
+        let source = pkg.source.clone();
+        let size = pkg.size;
+        let delta = tokio::task::spawn_blocking(move || -> Option<Vec<u8>> {
+            let data = std::fs::read(&source).ok()?;
+            let sig = fast_rsync::Signature::deserialize(basis.signature).ok()?;
+            let mut out = Vec::new();
+            fast_rsync::diff(&sig.index(), &data, &mut out).ok()?;
+            // Not worth it unless clearly smaller than the whole file.
+            ((out.len() as u64) < size.saturating_mul(9) / 10).then_some(out)
+        })
+        .await
+        .ok()
+        .flatten()?;
+        Some((basis.sha256, delta))
     }
 }
 
@@ -264,7 +370,7 @@ fn unexpected(m: &Message) -> TargetError {
 
 impl Target for AgentTarget {
     fn name(&self) -> &str {
-        &self.ep.name
+        &self.name
     }
 
     fn run_script<'a>(
@@ -281,7 +387,7 @@ impl Target for AgentTarget {
         pkg: &'a PackageFile,
         force: bool,
         _task: &'a TaskRef,
-    ) -> BoxFuture<'a, Result<bool, TargetError>> {
+    ) -> BoxFuture<'a, Result<Option<Transferred>, TargetError>> {
         Box::pin(async move {
             if !force {
                 let r = self
@@ -295,18 +401,38 @@ impl Target for AgentTarget {
                     .map_err(err)?;
                 if let Message::PackageCacheReply(c) = r {
                     if c.present && c.size == Some(pkg.size) {
-                        return Ok(false);
+                        return Ok(None);
+                    }
+                }
+            }
+            // A delta against an earlier version when the target has one; the whole file
+            // when there is none, or the delta does not rebuild the file exactly.
+            if !force {
+                if let Some((basis, delta)) = self.try_delta(pkg).await {
+                    match self.upload(pkg, Some((&basis, &delta))).await {
+                        Ok(bytes) => {
+                            return Ok(Some(Transferred {
+                                bytes,
+                                delta_from: Some(basis),
+                            }));
+                        }
+                        Err(e) => {
+                            tracing::warn!(target = %self.name, error = %e, "delta transfer failed; sending the whole package");
+                        }
                     }
                 }
             }
             // One retry from the start if the agent lost the transfer (it restarted).
-            match self.upload(pkg).await {
+            let bytes = match self.upload(pkg, None).await {
                 Err(RpcError::Agent(e)) if e.code == ErrorCode::UnknownTransfer => {
-                    self.upload(pkg).await.map_err(err)?
+                    self.upload(pkg, None).await.map_err(err)?
                 }
                 r => r.map_err(err)?,
-            }
-            Ok(true)
+            };
+            Ok(Some(Transferred {
+                bytes,
+                delta_from: None,
+            }))
         })
     }
 
@@ -333,8 +459,8 @@ impl Target for AgentTarget {
     fn health(&self) -> BoxFuture<'_, Result<HealthInfo, TargetError>> {
         Box::pin(async move {
             let conn = self
-                .hub
-                .connection(&self.ep, Duration::from_secs(5))
+                .connector
+                .connect(Duration::from_secs(5))
                 .await
                 .map_err(err)?;
             let t = Duration::from_secs(20);

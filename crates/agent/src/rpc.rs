@@ -25,9 +25,12 @@ pub enum RpcError {
     /// Could not connect; retrying later may work.
     #[error("could not connect to the agent: {0}")]
     Connect(String),
-    /// The peer presented a certificate we do not trust. Never retried.
+    /// The peer presented a certificate (or host key) we do not trust. Never retried.
     #[error("{0}")]
     Untrusted(String),
+    /// The peer refused us (wrong credentials) or cannot run the agent. Never retried.
+    #[error("{0}")]
+    Refused(String),
     /// The agent answered with an error.
     #[error("the agent refused the request: {0}")]
     Agent(AgentError),

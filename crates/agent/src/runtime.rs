@@ -45,6 +45,26 @@ struct Upload {
     file: std::fs::File,
     /// `<sha256><extension>` in the package cache.
     dest: PathBuf,
+    package_id: Option<String>,
+    /// Delta transfer: (basis SHA-256, expected SHA-256 and size of the rebuilt file).
+    delta: Option<(String, String, u64)>,
+}
+
+/// Beside each cached package: which package it is and when it arrived.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CacheMeta {
+    package_id: String,
+    stored_ms: u64,
+}
+
+fn write_meta(dest: &std::path::Path, package_id: &str) {
+    let meta = CacheMeta {
+        package_id: package_id.to_string(),
+        stored_ms: now_ms(),
+    };
+    if let Ok(text) = serde_json::to_string(&meta) {
+        let _ = std::fs::write(dest.with_extension("meta"), text);
+    }
 }
 
 /// The agent's state: tickets, running scripts, uploads.
@@ -290,7 +310,7 @@ impl Runtime {
         let dir = std::fs::read_dir(&self.roots().package_cache).ok()?;
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with(sha256) && !name.ends_with(".partial") {
+            if name.starts_with(sha256) && !name.ends_with(".partial") && !name.ends_with(".meta") {
                 if let Ok(m) = e.metadata() {
                     return Some((e.path(), m.len()));
                 }
@@ -301,9 +321,38 @@ impl Runtime {
 
     async fn upload_begin(&self, req: ferry_protocol::UploadBegin) -> Result<Message, AgentError> {
         let asm = UploadAssembler::begin(&req, UploadLimits::default())?;
-        // Uploads go to the package cache as `<sha256><extension>`.
-        let name = req.name.clone().unwrap_or_else(|| req.sha256.clone());
-        let ext = name.strip_prefix(&req.sha256).ok_or_else(|| {
+        let delta = match (&req.delta_from, &req.result_sha256, req.result_size) {
+            (Some(from), Some(sha), Some(size)) => {
+                if !ferry_protocol::is_sha256_hex(from) || !ferry_protocol::is_sha256_hex(sha) {
+                    return Err(error(
+                        ErrorCode::BadRequest,
+                        "a delta names its basis and result by SHA-256",
+                    ));
+                }
+                if self.cached_file(from).is_none() {
+                    return Err(error(
+                        ErrorCode::BadRequest,
+                        "the delta's basis is not in the cache",
+                    ));
+                }
+                Some((from.clone(), sha.clone(), size))
+            }
+            (None, None, None) => None,
+            _ => {
+                return Err(error(
+                    ErrorCode::BadRequest,
+                    "a delta needs delta_from, result_sha256 and result_size",
+                ));
+            }
+        };
+        // Uploads go to the package cache as `<sha256><extension>` (of the rebuilt file for
+        // a delta).
+        let final_sha = delta
+            .as_ref()
+            .map(|d| d.1.clone())
+            .unwrap_or_else(|| req.sha256.clone());
+        let name = req.name.clone().unwrap_or_else(|| final_sha.clone());
+        let ext = name.strip_prefix(&final_sha).ok_or_else(|| {
             error(
                 ErrorCode::BadRequest,
                 "an upload's name must be its SHA-256 followed by the package extension",
@@ -337,6 +386,8 @@ impl Runtime {
                 staging,
                 file,
                 dest,
+                package_id: req.package_id.clone(),
+                delta,
             },
         );
         Ok(Message::UploadProgress(UploadProgress {
@@ -372,15 +423,48 @@ impl Runtime {
                 u.file
                     .sync_all()
                     .map_err(|e| error(ErrorCode::Internal, format!("could not sync: {e}")))?;
-                let (staging, dest) = (u.staging.clone(), u.dest.clone());
-                uploads.remove(&req.transfer);
-                std::fs::rename(&staging, &dest).map_err(|e| {
-                    error(
-                        ErrorCode::Internal,
-                        format!("could not store the file: {e}"),
-                    )
-                })?;
-                Ok(Message::UploadDone(done))
+                let Some(u) = uploads.remove(&req.transfer) else {
+                    return Err(error(ErrorCode::UnknownTransfer, "no such transfer"));
+                };
+                drop(uploads);
+                let (staging, dest, package_id) = (u.staging, u.dest, u.package_id);
+                match u.delta {
+                    None => {
+                        std::fs::rename(&staging, &dest).map_err(|e| {
+                            error(
+                                ErrorCode::Internal,
+                                format!("could not store the file: {e}"),
+                            )
+                        })?;
+                        if let Some(id) = &package_id {
+                            write_meta(&dest, id);
+                        }
+                        Ok(Message::UploadDone(done))
+                    }
+                    Some((from, sha, size)) => {
+                        let basis = self.cached_file(&from).map(|b| b.0);
+                        let transfer = req.transfer.clone();
+                        let (dest2, sha2) = (dest.clone(), sha.clone());
+                        let r = tokio::task::spawn_blocking(move || {
+                            rebuild(basis, &staging, &dest2, &sha2, size)
+                        })
+                        .await
+                        .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+                        match r {
+                            Ok(()) => {
+                                if let Some(id) = &package_id {
+                                    write_meta(&dest, id);
+                                }
+                                Ok(Message::UploadDone(ferry_protocol::UploadDone {
+                                    transfer,
+                                    size,
+                                    sha256: sha,
+                                }))
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                }
             }
             Err(e) => {
                 if e.code == ErrorCode::HashMismatch {
@@ -391,6 +475,68 @@ impl Runtime {
                 Err(e)
             }
         }
+    }
+
+    /// The newest cached file of a package (other than `exclude`), with its rsync signature.
+    async fn basis(&self, req: ferry_protocol::PackageBasis) -> Message {
+        let dir = self.roots().package_cache.clone();
+        let r = tokio::task::spawn_blocking(move || -> Option<ferry_protocol::BasisInfo> {
+            let mut best: Option<(u64, PathBuf, String)> = None;
+            for e in std::fs::read_dir(&dir).ok()?.flatten() {
+                let p = e.path();
+                if p.extension().and_then(|x| x.to_str()) != Some("meta") {
+                    continue;
+                }
+                let Ok(text) = std::fs::read_to_string(&p) else {
+                    continue;
+                };
+                let Ok(meta) = serde_json::from_str::<CacheMeta>(&text) else {
+                    continue;
+                };
+                if !meta.package_id.eq_ignore_ascii_case(&req.package_id) {
+                    continue;
+                }
+                let stem = p.file_name()?.to_string_lossy().to_string();
+                let sha: String = stem.chars().take(64).collect();
+                if sha == req.exclude_sha256 || !ferry_protocol::is_sha256_hex(&sha) {
+                    continue;
+                }
+                // The package file is the one beside the .meta with the same stem.
+                let file = std::fs::read_dir(&dir)
+                    .ok()?
+                    .flatten()
+                    .map(|f| f.path())
+                    .find(|f| {
+                        let n = f
+                            .file_name()
+                            .map(|n| n.to_string_lossy().to_string())
+                            .unwrap_or_default();
+                        n.starts_with(&sha) && !n.ends_with(".meta") && !n.ends_with(".partial")
+                    });
+                let Some(file) = file else { continue };
+                if best.as_ref().is_none_or(|b| meta.stored_ms > b.0) {
+                    best = Some((meta.stored_ms, file, sha));
+                }
+            }
+            let (_, file, sha) = best?;
+            let data = std::fs::read(&file).ok()?;
+            let sig = fast_rsync::Signature::calculate(
+                &data,
+                fast_rsync::SignatureOptions {
+                    block_size: DELTA_BLOCK,
+                    crypto_hash_size: 8,
+                },
+            );
+            Some(ferry_protocol::BasisInfo {
+                sha256: sha,
+                size: data.len() as u64,
+                signature: sig.into_serialized(),
+            })
+        })
+        .await
+        .ok()
+        .flatten();
+        Message::PackageBasisReply(ferry_protocol::PackageBasisReply { basis: r })
     }
 
     fn health(&self) -> Message {
@@ -411,6 +557,55 @@ impl Runtime {
             warnings,
         })
     }
+}
+
+/// The block size of delta signatures: 4 KiB (a 50 MB basis has a 150 KB signature).
+const DELTA_BLOCK: u32 = 4096;
+
+/// Rebuilds a file from a basis and a delta, keeping it only when it has the expected size and
+/// SHA-256; the delta is removed either way.
+fn rebuild(
+    basis: Option<PathBuf>,
+    delta_path: &Path,
+    dest: &Path,
+    sha: &str,
+    size: u64,
+) -> Result<(), AgentError> {
+    use sha2::Digest;
+    let result = (|| {
+        let basis =
+            basis.ok_or_else(|| error(ErrorCode::BadRequest, "the delta's basis is gone"))?;
+        let base = std::fs::read(&basis).map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+        let delta =
+            std::fs::read(delta_path).map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+        let limit = usize::try_from(size).unwrap_or(usize::MAX);
+        let mut out = Vec::with_capacity(limit.min(1 << 30));
+        fast_rsync::apply_limited(&base, &delta, &mut out, limit).map_err(|e| {
+            error(
+                ErrorCode::HashMismatch,
+                format!("the delta does not apply to the basis: {e}"),
+            )
+        })?;
+        let got = hex::encode(sha2::Sha256::digest(&out));
+        if out.len() as u64 != size || got != sha {
+            return Err(error(
+                ErrorCode::HashMismatch,
+                "the package rebuilt from the delta does not hash right; it was discarded",
+            ));
+        }
+        let tmp = dest.with_extension("partial");
+        std::fs::write(&tmp, &out)
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, dest))
+            .map_err(|e| {
+                error(
+                    ErrorCode::Internal,
+                    format!("could not store the file: {e}"),
+                )
+            })
+    })();
+    let _ = std::fs::remove_file(delta_path);
+    result
 }
 
 /// Free bytes on the file system holding `p`, from `df` (no unsafe code here).
@@ -477,6 +672,7 @@ impl Handler for AgentHandler {
                         size: found.map(|f| f.1),
                     }))
                 }
+                Message::PackageBasis(req) => Ok(rt.basis(req).await),
                 Message::PackageStage(req) => match rt.fence(&req.task_id, req.epoch) {
                     Err(e) => Err(e),
                     Ok(()) => {

@@ -134,3 +134,137 @@ async fn an_oversized_message_is_refused() {
         "{why}"
     );
 }
+
+mod delta {
+    use super::*;
+    use crate::runtime::{AgentHandler, Runtime};
+    use ferry_protocol::{ErrorCode, UploadBegin, UploadChunk, UploadEnd};
+    use sha2::Digest;
+
+    fn sha(b: &[u8]) -> String {
+        hex::encode(sha2::Sha256::digest(b))
+    }
+
+    async fn send(h: &AgentHandler, transfer: &str, begin: UploadBegin, bytes: &[u8]) -> Message {
+        let r = h.handle(Message::UploadBegin(begin)).await;
+        assert!(matches!(r, Message::UploadProgress(_)), "{r:?}");
+        let mut off = 0u64;
+        for piece in bytes.chunks(100_000) {
+            let r = h
+                .handle(Message::UploadChunk(UploadChunk {
+                    transfer: transfer.into(),
+                    offset: off,
+                    data: piece.to_vec(),
+                }))
+                .await;
+            assert!(matches!(r, Message::UploadProgress(_)), "{r:?}");
+            off += piece.len() as u64;
+        }
+        h.handle(Message::UploadEnd(UploadEnd {
+            transfer: transfer.into(),
+        }))
+        .await
+    }
+
+    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// A delta rebuilds the new version from the cached one; a delta whose result does not
+    /// hash right is discarded and leaves nothing in the cache.
+    #[tokio::test]
+    async fn deltas_rebuild_exactly_or_are_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::open(dir.path(), CancellationToken::new()).unwrap();
+        let h = AgentHandler { rt };
+        let v1 = pseudo_random(600_000, 7);
+        let mut v2 = v1.clone();
+        v2[300_000..300_100].copy_from_slice(&[b'x'; 100]);
+        let base = UploadBegin {
+            transfer: "t1".into(),
+            name: Some(format!("{}.zip", sha(&v1))),
+            size: v1.len() as u64,
+            sha256: sha(&v1),
+            package_id: Some("Acme.Web".into()),
+            delta_from: None,
+            result_sha256: None,
+            result_size: None,
+        };
+        assert!(matches!(
+            send(&h, "t1", base, &v1).await,
+            Message::UploadDone(_)
+        ));
+
+        // The basis and its signature.
+        let r = h
+            .handle(Message::PackageBasis(ferry_protocol::PackageBasis {
+                package_id: "acme.web".into(),
+                exclude_sha256: sha(&v2),
+            }))
+            .await;
+        let Message::PackageBasisReply(ferry_protocol::PackageBasisReply { basis: Some(b) }) = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!(b.sha256, sha(&v1));
+        let sig = fast_rsync::Signature::deserialize(b.signature).unwrap();
+        let mut delta = Vec::new();
+        fast_rsync::diff(&sig.index(), &v2, &mut delta).unwrap();
+        assert!(delta.len() < v2.len() / 20, "{}", delta.len());
+
+        // A delta claiming the wrong result is discarded.
+        let wrong = UploadBegin {
+            transfer: "t2".into(),
+            name: Some(format!("{}.zip", "ab".repeat(32))),
+            size: delta.len() as u64,
+            sha256: sha(&delta),
+            package_id: Some("Acme.Web".into()),
+            delta_from: Some(sha(&v1)),
+            result_sha256: Some("ab".repeat(32)),
+            result_size: Some(v2.len() as u64),
+        };
+        match send(&h, "t2", wrong, &delta).await {
+            Message::Error(e) => assert_eq!(e.code, ErrorCode::HashMismatch, "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+        let cached: Vec<String> = std::fs::read_dir(dir.path().join("packages"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(
+            !cached.iter().any(|n| n.starts_with(&"ab".repeat(32))),
+            "{cached:?}"
+        );
+
+        // The right one rebuilds v2 exactly.
+        let right = UploadBegin {
+            transfer: "t3".into(),
+            name: Some(format!("{}.zip", sha(&v2))),
+            size: delta.len() as u64,
+            sha256: sha(&delta),
+            package_id: Some("Acme.Web".into()),
+            delta_from: Some(sha(&v1)),
+            result_sha256: Some(sha(&v2)),
+            result_size: Some(v2.len() as u64),
+        };
+        assert!(matches!(
+            send(&h, "t3", right, &delta).await,
+            Message::UploadDone(_)
+        ));
+        let rebuilt = std::fs::read(
+            dir.path()
+                .join("packages")
+                .join(format!("{}.zip", sha(&v2))),
+        )
+        .unwrap();
+        assert_eq!(rebuilt, v2);
+    }
+}

@@ -68,7 +68,9 @@ where
                         }
                         continue;
                     }
-                    Ok(None) if matches!(m, WsMessage::Close(_)) => "closed by the peer".to_string(),
+                    Ok(None) if matches!(m, WsMessage::Close(_)) => {
+                        "closed by the peer".to_string()
+                    }
                     Ok(None) => continue,
                     Err(e) => format!("malformed frame: {e}"),
                 },

@@ -131,6 +131,7 @@ pub async fn run(r: PackageRun<'_>) -> Result<PackageResult, String> {
         .ok_or_else(|| "the built-in feed's file for this package is not available".to_string())?;
     let _ = format;
     let file = PackageFile {
+        package_id: pkg.package_id.clone(),
         sha256: row.sha256.clone(),
         size: u64::try_from(row.size_bytes).unwrap_or(0),
         extension: row.file_extension.clone(),
@@ -140,16 +141,22 @@ pub async fn run(r: PackageRun<'_>) -> Result<PackageResult, String> {
         .put_package(&file, r.force_download, r.task)
         .await
         .map_err(|e| format!("could not transfer the package to the target: {e}"))?;
-    if sent {
-        logger.info(
+    match sent {
+        Some(t) if t.delta_from.is_some() => logger.info(
+            activity,
+            &format!(
+                "Acquired package {} {} as a delta of {} bytes against the earlier package on the target (the whole package is {} bytes)",
+                pkg.package_id, pkg.version, t.bytes, file.size
+            ),
+        ),
+        Some(t) => logger.info(
             activity,
             &format!(
                 "Acquired package {} {} ({} bytes)",
-                pkg.package_id, pkg.version, file.size
+                pkg.package_id, pkg.version, t.bytes
             ),
-        );
-    } else {
-        logger.info(
+        ),
+        None => logger.info(
             activity,
             &format!(
                 "Package {} {} is already on the target (hash {}); not transferred again",
@@ -157,7 +164,7 @@ pub async fn run(r: PackageRun<'_>) -> Result<PackageResult, String> {
                 pkg.version,
                 &row.sha256[..12.min(row.sha256.len())]
             ),
-        );
+        ),
     }
 
     // 3. Extract into a fresh directory.

@@ -24,12 +24,23 @@ pub struct Roots {
 /// A package file in the server's feed, to be put into a target's cache.
 #[derive(Clone, Debug)]
 pub struct PackageFile {
+    /// The package's id (targets keep it beside the file, to find a basis for deltas).
+    pub package_id: String,
     pub sha256: String,
     pub size: u64,
     /// `.zip`, `.tar.gz`, …
     pub extension: String,
     /// The file on the server.
     pub source: PathBuf,
+}
+
+/// What a transfer to a target sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transferred {
+    /// Bytes sent over the wire (the delta's size for a delta transfer).
+    pub bytes: u64,
+    /// Set when an rsync delta against this cached file was sent instead of the whole file.
+    pub delta_from: Option<String>,
 }
 
 /// Checks an extension a peer sent: a known package format, nothing path-like.

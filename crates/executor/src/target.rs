@@ -13,7 +13,7 @@ use std::sync::Arc;
 use ferry_protocol::{PackageOp, PackageStageReply};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-use crate::package_ops::{PackageFile, Roots};
+use crate::package_ops::{PackageFile, Roots, Transferred};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -119,13 +119,13 @@ pub trait Target: Send + Sync {
     ) -> BoxFuture<'a, Result<ScriptOutcome, TargetError>>;
 
     /// Puts a package into the target's cache unless it holds it already (same hash and size)
-    /// and `force` is false. Returns whether bytes were transferred.
+    /// and `force` is false. Returns what was sent (`None`: nothing, it was there).
     fn put_package<'a>(
         &'a self,
         pkg: &'a PackageFile,
         force: bool,
         task: &'a TaskRef,
-    ) -> BoxFuture<'a, Result<bool, TargetError>>;
+    ) -> BoxFuture<'a, Result<Option<Transferred>, TargetError>>;
 
     /// Runs one file-system stage of the "Deploy a package" step on the target.
     fn package_stage<'a>(
@@ -284,7 +284,7 @@ impl Target for LocalTarget {
         pkg: &'a PackageFile,
         force: bool,
         _task: &'a TaskRef,
-    ) -> BoxFuture<'a, Result<bool, TargetError>> {
+    ) -> BoxFuture<'a, Result<Option<Transferred>, TargetError>> {
         Box::pin(async move {
             let roots = self.roots.clone();
             let pkg = pkg.clone();
@@ -292,9 +292,14 @@ impl Target for LocalTarget {
                 if !force
                     && crate::package_ops::cached(&roots, &pkg.sha256, &pkg.extension, pkg.size)
                 {
-                    return Ok(false);
+                    return Ok(None);
                 }
-                crate::package_ops::copy_into_cache(&roots, &pkg).map(|_| true)
+                crate::package_ops::copy_into_cache(&roots, &pkg).map(|bytes| {
+                    Some(Transferred {
+                        bytes,
+                        delta_from: None,
+                    })
+                })
             })
             .await
             .map_err(|e| TargetError::Other(e.to_string()))?

@@ -147,7 +147,7 @@ pub async fn health_loop(db: Db, executor: Arc<ferry_executor::Executor>, stop: 
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = stop.cancelled() => break,
         }
-        let machines: Vec<Machine> = agent_machines(&db)
+        let machines: Vec<Machine> = all_machines(&db)
             .await
             .into_iter()
             .filter(|m| !m.is_disabled)
@@ -190,5 +190,147 @@ pub async fn health_loop(db: Db, executor: Arc<ferry_executor::Executor>, stop: 
                 Err(e) => tracing::warn!(error = %e, "could not queue a health check"),
             }
         }
+    }
+}
+
+/// Every deployment target the server can reach: agents through the hub, SSH targets through
+/// the SSH pool. Both are driven as `AgentTarget`s.
+pub struct Targets {
+    pub agents: ferry_agent::remote::HubTargets,
+    pub ssh: Arc<ferry_ssh::SshPool>,
+    pub retry_window: Duration,
+}
+
+impl ferry_executor::TargetProvider for Targets {
+    fn target(&self, m: &Machine) -> Result<Arc<dyn ferry_executor::Target>, String> {
+        if m.endpoint.communication_style != "Ssh" {
+            return self.agents.target(m);
+        }
+        let ep = &m.endpoint;
+        let host = ep
+            .host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .ok_or("the SSH target has no host")?;
+        let fingerprint = ep
+            .fingerprint
+            .clone()
+            .filter(|f| !f.is_empty())
+            .ok_or("the SSH target has no pinned host key fingerprint")?;
+        let account_id = ep
+            .account_id
+            .clone()
+            .filter(|a| !a.is_empty())
+            .ok_or("the SSH target has no account")?;
+        let connector = ferry_ssh::SshConnector {
+            pool: self.ssh.clone(),
+            ep: ferry_ssh::SshEndpoint {
+                machine_id: m.id.clone(),
+                name: m.name.clone(),
+                host,
+                port: ep.port.unwrap_or(22),
+                fingerprint,
+                account_id,
+            },
+        };
+        Ok(Arc::new(ferry_agent::remote::AgentTarget::with_connector(
+            &m.name,
+            Arc::new(connector),
+            self.retry_window,
+            Duration::from_secs(60),
+        )))
+    }
+}
+
+/// Opens accounts for SSH sessions and audits changed host keys.
+pub struct SshAudit {
+    pub db: Db,
+    pub key: Arc<ferry_crypto::MasterKey>,
+}
+
+impl ferry_ssh::SshEvents for SshAudit {
+    fn credentials(
+        &self,
+        account_id: &str,
+    ) -> ferry_agent::serve::BoxFuture<'_, Result<ferry_ssh::SshCredentials, String>> {
+        let id = account_id.to_string();
+        Box::pin(async move {
+            let doc = self
+                .db
+                .get_doc(&id)
+                .await
+                .map_err(|e| format!("could not read the account {id}: {e}"))?
+                .ok_or_else(|| format!("the account {id} no longer exists"))?;
+            let a: ferry_domain::Account = serde_json::from_str(&doc.body)
+                .map_err(|e| format!("the account {id} is unreadable: {e}"))?;
+            let open = |field: &str, sealed: &Option<String>| -> Result<Option<String>, String> {
+                match sealed {
+                    None => Ok(None),
+                    Some(s) => ferry_crypto::open(&self.key, &ferry_crypto::account_aad(&a.id, field), s)
+                        .map(Some)
+                        .map_err(|_| format!("the secret of the account '{}' cannot be opened with this server's master key", a.name)),
+                }
+            };
+            let auth = match a.account_type.as_str() {
+                "SshKeyPair" => ferry_ssh::SshAuth::Key {
+                    pem: open("PrivateKeyFile", &a.sealed_private_key)?
+                        .ok_or_else(|| format!("the account '{}' has no private key", a.name))?,
+                    passphrase: open("PrivateKeyPassphrase", &a.sealed_private_key_passphrase)?,
+                },
+                "UsernamePassword" => ferry_ssh::SshAuth::Password(
+                    open("Password", &a.sealed_password)?
+                        .ok_or_else(|| format!("the account '{}' has no password", a.name))?,
+                ),
+                other => {
+                    return Err(format!(
+                        "the account '{}' is a {other} account, which SSH targets cannot use",
+                        a.name
+                    ));
+                }
+            };
+            Ok(ferry_ssh::SshCredentials {
+                username: a.username.clone(),
+                auth,
+            })
+        })
+    }
+
+    fn host_key_mismatch(&self, ep: &ferry_ssh::SshEndpoint, presented: &str) {
+        tracing::warn!(target = %ep.name, %presented, pinned = %ep.fingerprint, "refused an SSH host key");
+        let db = self.db.clone();
+        let message = format!(
+            "The SSH target {} ({}:{}) presented the host key {presented}, not the pinned {}; the connection was closed and nothing was run",
+            ep.name, ep.host, ep.port, ep.fingerprint
+        );
+        let details = serde_json::json!({"PresentedFingerprint": presented, "PinnedFingerprint": ep.fingerprint}).to_string();
+        let related = ep.machine_id.clone();
+        tokio::spawn(async move {
+            let _ = db
+                .insert_event(&EventRow {
+                    id: String::new(),
+                    seq: 0,
+                    space_id: ferry_domain::DEFAULT_SPACE_ID.to_string(),
+                    category: "MachineHostKeyRejected".to_string(),
+                    message,
+                    username: "system".to_string(),
+                    user_id: "system".to_string(),
+                    occurred: now_ms(),
+                    related_document_ids: related,
+                    details,
+                    ip_address: String::new(),
+                })
+                .await;
+        });
+    }
+}
+
+/// Every enabled deployment target of any style (for health checks).
+pub async fn all_machines(db: &Db) -> Vec<Machine> {
+    match db.list_docs(&DocQuery::new("Machines")).await {
+        Ok((rows, _)) => rows
+            .iter()
+            .filter_map(|r| serde_json::from_str::<Machine>(&r.body).ok())
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }

@@ -303,9 +303,22 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tokio::spawn(hub.clone().serve_polling(l, agents_stop.clone()));
         Some(a)
     };
-    executor.set_targets(Arc::new(ferry_agent::remote::HubTargets {
-        hub: hub.clone(),
-        retry_window: Duration::from_secs(args.agent_retry_seconds.max(1)),
+    let retry_window = Duration::from_secs(args.agent_retry_seconds.max(1));
+    let ssh = ferry_ssh::SshPool::new(
+        ferry_ssh::AgentBinary::current().map_err(anyhow::Error::msg)?,
+        Arc::new(crate::agents::SshAudit {
+            db: db.clone(),
+            key: Arc::new(key.clone()),
+        }),
+        ferry_ssh::SshOptions::default(),
+    );
+    executor.set_targets(Arc::new(crate::agents::Targets {
+        agents: ferry_agent::remote::HubTargets {
+            hub: hub.clone(),
+            retry_window,
+        },
+        ssh,
+        retry_window,
     }));
     let worker = tokio::spawn(executor.clone().run());
     tokio::spawn(crate::agents::health_loop(

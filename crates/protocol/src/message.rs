@@ -47,6 +47,7 @@ pub enum Message {
     UploadEnd(UploadEnd),
     PackageCacheLookup(PackageCacheLookup),
     PackageStage(PackageStage),
+    PackageBasis(PackageBasis),
 
     // --- responses, agent → server ---
     CapabilitiesReply(CapabilitiesReply),
@@ -59,6 +60,7 @@ pub enum Message {
     PackageCacheReply(PackageCacheReply),
     /// Success with nothing to say (reply to `CompleteScript`, `Hello`).
     PackageStageReply(PackageStageReply),
+    PackageBasisReply(PackageBasisReply),
     Ack,
     /// A refused or failed request.
     Error(AgentError),
@@ -85,6 +87,8 @@ impl Message {
             Message::UploadEnd(_) => "UploadEnd",
             Message::PackageCacheLookup(_) => "PackageCacheLookup",
             Message::PackageStage(_) => "PackageStage",
+            Message::PackageBasis(_) => "PackageBasis",
+            Message::PackageBasisReply(_) => "PackageBasisReply",
             Message::PackageStageReply(_) => "PackageStageReply",
             Message::CapabilitiesReply(_) => "CapabilitiesReply",
             Message::HealthReply(_) => "HealthReply",
@@ -115,6 +119,7 @@ impl Message {
                 | Message::UploadEnd(_)
                 | Message::PackageCacheLookup(_)
                 | Message::PackageStage(_)
+                | Message::PackageBasis(_)
         )
     }
 }
@@ -203,6 +208,19 @@ pub struct UploadBegin {
     pub size: u64,
     /// Lower-case hex SHA-256 of the whole file.
     pub sha256: String,
+    /// The package the file is (kept beside it in the cache, to find a basis for deltas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_id: Option<String>,
+    /// Delta transfer: the bytes sent are an rsync delta (fast_rsync format) against the
+    /// cached file with this SHA-256; `size`/`sha256` describe the delta, and the file the
+    /// agent rebuilds must have `result_size` bytes and hash to `result_sha256`, or it is
+    /// discarded (`HashMismatch`) and the server sends the whole file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_size: Option<u64>,
 }
 
 /// A chunk of a transfer at a byte offset. Retrying a chunk is harmless.
@@ -480,4 +498,27 @@ pub struct PackageStageReply {
 pub struct PackagedScript {
     pub syntax: Syntax,
     pub body: String,
+}
+
+/// Asks for a basis for a delta transfer: the newest cached file of the same package (other
+/// than `exclude_sha256`) and its rsync signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageBasis {
+    pub package_id: String,
+    pub exclude_sha256: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageBasisReply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis: Option<BasisInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasisInfo {
+    pub sha256: String,
+    pub size: u64,
+    /// The fast_rsync signature of the basis, serialised.
+    #[serde(with = "b64")]
+    pub signature: Vec<u8>,
 }

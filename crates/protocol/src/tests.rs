@@ -569,6 +569,10 @@ fn begin(data: &[u8], name: Option<&str>) -> UploadBegin {
         name: name.map(Into::into),
         size: data.len() as u64,
         sha256: sha(data),
+        package_id: None,
+        delta_from: None,
+        result_sha256: None,
+        result_size: None,
     }
 }
 

@@ -846,3 +846,72 @@ async fn canceling_a_deployment_stops_the_script_on_the_agent() {
     );
     assert_eq!(a.scripts_started(), 1);
 }
+
+fn random_package(dir: &std::path::Path, version: &str, note: &str) -> PathBuf {
+    let src = dir.join(format!("delta-src-{version}"));
+    std::fs::create_dir_all(&src).unwrap();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let data: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(src.join("blob.bin"), data).unwrap();
+    std::fs::write(src.join("note.txt"), note).unwrap();
+    let out = dir.join(format!("Delta.App.{version}.zip"));
+    ferry_packages::archive::pack(&src, &out, ferry_packages::filename::PackageFormat::Zip)
+        .unwrap();
+    out
+}
+
+/// A new version of a package that changed a little moves as an rsync delta against the
+/// version already on the target, and the installed files are the new ones.
+#[tokio::test]
+async fn a_changed_package_moves_as_a_delta() {
+    let s = Server::start();
+    s.create_environment("Test").await;
+    let mut a = Agent::register(&s, "d1", "Test", &["web"], Mode::ListenLoopback);
+    a.start();
+    let work = tempfile::tempdir().unwrap();
+    s.create_project("Delta").await;
+    s.put(
+        "/api/Spaces-1/projects/Delta/deploymentprocesses",
+        json!({"Steps": [{"Name": "Deploy", "Properties": {"Octopus.Action.TargetRoles": "web"},
+            "Actions": [{"ActionType": "Octopus.TentaclePackage", "Properties": {
+                "Octopus.Action.Package.PackageId": "Delta.App", "Octopus.Action.Package.FeedId": "feeds-builtin"}}]}]}),
+    )
+    .await;
+    let v1 = random_package(work.path(), "1.0.0", "first");
+    assert!(crate::package_deploy::push(&s, &v1).await.is_success());
+    let task = deploy_new_release(&s, "Delta", "1.0.0", "Test").await;
+    assert_eq!(
+        s.wait_task(&task, Duration::from_secs(60)).await["State"],
+        "Success"
+    );
+    let v2 = random_package(work.path(), "1.0.1", "second");
+    let full = std::fs::metadata(&v2).unwrap().len();
+    assert!(crate::package_deploy::push(&s, &v2).await.is_success());
+    let task = deploy_new_release(&s, "Delta", "1.0.1", "Test").await;
+    let t = s.wait_task(&task, Duration::from_secs(60)).await;
+    let log = log_of(&s, &task).await;
+    assert_eq!(t["State"], "Success", "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("as a delta of"))
+        .unwrap_or_else(|| panic!("no delta transfer: {log}"));
+    let sent: u64 = line
+        .split("as a delta of ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(sent * 20 < full, "sent {sent} of {full}: {line}");
+    let note = std::fs::read_to_string(a.dir.join("apps/Test/Delta.App/1.0.1/note.txt")).unwrap();
+    assert_eq!(note, "second");
+}
