@@ -187,7 +187,17 @@ impl AgentTarget {
             });
             let timeout = self.call_timeout() + Duration::from_millis(u64::from(LONG_POLL_MS));
             let reply = tokio::select! {
-                r = self.call(get, timeout) => r.map_err(err)?,
+                r = self.call(get, timeout) => match r {
+                    // The agent's log for the ticket starts over: it restarted, and the
+                    // script's process and output went with it.
+                    Err(RpcError::Agent(e)) if e.code == ErrorCode::BadOffset => {
+                        return Err(TargetError::Other(format!(
+                            "the script was lost on {} (the agent restarted while it ran)",
+                            self.name
+                        )));
+                    }
+                    r => r.map_err(err)?,
+                },
                 _ = cancel.cancelled(), if !cancel_sent => continue,
             };
             let st = match reply {

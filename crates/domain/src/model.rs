@@ -647,6 +647,9 @@ pub struct Machine {
     pub shell_name: String,
     pub shell_version: String,
     pub endpoint: Endpoint,
+    /// Workers only (collection `Workers`): the pools the worker serves.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub worker_pool_ids: Vec<String>,
 }
 
 /// A health-check script setting of a machine policy.
@@ -737,3 +740,24 @@ pub struct MachinePolicy {
 
 /// The name of the policy every space starts with.
 pub const DEFAULT_MACHINE_POLICY_NAME: &str = "Default Machine Policy";
+
+/// A worker pool (`/api/{space}/workerpools`): workers that run steps not tied to a deployment
+/// target ("run on a worker"). Every space has a default pool; while it has no workers, the
+/// built-in worker serves it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct WorkerPool {
+    pub id: String,
+    pub space_id: String,
+    pub name: String,
+    pub slug: String,
+    pub description: String,
+    pub is_default: bool,
+    pub sort_order: i64,
+    /// `StaticWorkerPool` (the only kind Ferry has).
+    pub worker_pool_type: String,
+    pub can_add_workers: bool,
+}
+
+/// The name of the pool every space starts with.
+pub const DEFAULT_WORKER_POOL_NAME: &str = "Default Worker Pool";

@@ -60,6 +60,9 @@ struct Context {
     prompted: Vec<(String, String, bool)>,
     /// Enabled deployment targets in the deployment's environment (and tenant), by name.
     machines: Vec<Machine>,
+    /// The space's worker pools and enabled workers.
+    pools: Vec<ferry_domain::WorkerPool>,
+    workers: Vec<Machine>,
 }
 
 async fn load_context(ex: &Executor, task: &TaskRow) -> Result<Context, String> {
@@ -101,6 +104,7 @@ async fn load_context(ex: &Executor, task: &TaskRow) -> Result<Context, String> 
     }
     let prompted = prompted_values(ex, &deployment);
     let machines = load_machines(ex, &release.space_id, &deployment).await?;
+    let (pools, workers) = load_workers(ex, &release.space_id).await?;
     Ok(Context {
         deployment,
         release,
@@ -112,7 +116,41 @@ async fn load_context(ex: &Executor, task: &TaskRow) -> Result<Context, String> 
         sets,
         prompted,
         machines,
+        pools,
+        workers,
     })
+}
+
+/// The space's worker pools and its enabled workers.
+async fn load_workers(
+    ex: &Executor,
+    space_id: &str,
+) -> Result<(Vec<ferry_domain::WorkerPool>, Vec<Machine>), String> {
+    let mut q = ferry_store::DocQuery::new("WorkerPools");
+    q.space_id = Some(space_id.to_string());
+    let (rows, _) = ex
+        .db
+        .list_docs(&q)
+        .await
+        .map_err(|e| format!("could not read the worker pools: {e}"))?;
+    let pools = rows
+        .iter()
+        .filter_map(|r| serde_json::from_str(&r.body).ok())
+        .collect();
+    let mut q = ferry_store::DocQuery::new("Workers");
+    q.space_id = Some(space_id.to_string());
+    let (rows, _) = ex
+        .db
+        .list_docs(&q)
+        .await
+        .map_err(|e| format!("could not read the workers: {e}"))?;
+    let mut workers: Vec<Machine> = rows
+        .iter()
+        .filter_map(|r| serde_json::from_str::<Machine>(&r.body).ok())
+        .filter(|m| !m.is_disabled)
+        .collect();
+    workers.sort_by_key(|m| m.name.to_lowercase());
+    Ok((pools, workers))
 }
 
 /// The enabled targets a deployment can use: in its environment, and for a tenanted deployment
@@ -569,6 +607,111 @@ fn step_window(step: &DeploymentStep, targets: usize) -> usize {
         .clamp(1, targets.max(1))
 }
 
+/// The worker an action runs on: a worker of the action's pool (`WorkerPoolId`, else the
+/// space's default pool), taken in turn; the built-in worker while the default pool has no
+/// workers (or the space has no pools). A pool that is not the default and has no usable
+/// worker fails the step.
+fn pick_worker(
+    ex: &Executor,
+    ctx: &Context,
+    action: &DeploymentAction,
+) -> Result<Arc<dyn Target>, String> {
+    let wanted = action
+        .worker_pool_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
+    let pool = match wanted {
+        Some(p) => ctx
+            .pools
+            .iter()
+            .find(|x| x.id == p || x.name.eq_ignore_ascii_case(p) || x.slug == p)
+            .ok_or_else(|| format!("the worker pool '{p}' does not exist in this space"))?
+            .clone(),
+        None => match ctx.pools.iter().find(|x| x.is_default) {
+            Some(p) => p.clone(),
+            None => return Ok(ex.local_target()),
+        },
+    };
+    let members: Vec<&Machine> = ctx
+        .workers
+        .iter()
+        .filter(|w| w.worker_pool_ids.contains(&pool.id))
+        .collect();
+    let usable: Vec<&Machine> = members
+        .iter()
+        .copied()
+        .filter(|w| !matches!(w.health_status.as_str(), "Unavailable" | "Unhealthy"))
+        .collect();
+    let choices = if usable.is_empty() { members } else { usable };
+    if choices.is_empty() {
+        if pool.is_default {
+            return Ok(ex.local_target());
+        }
+        return Err(format!(
+            "the worker pool '{}' has no workers to run the step on",
+            pool.name
+        ));
+    }
+    let n = ex
+        .worker_turn
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let w = choices[n % choices.len()];
+    let provider = ex
+        .targets()
+        .ok_or("workers cannot be reached: this server has no agent transport")?;
+    provider
+        .target(w)
+        .map_err(|e| format!("the worker {} cannot be used: {e}", w.name))
+}
+
+/// A target shown under another name (a deployment target's section run on a worker).
+struct Labelled {
+    inner: Arc<dyn Target>,
+    label: String,
+}
+
+impl Target for Labelled {
+    fn name(&self) -> &str {
+        &self.label
+    }
+    fn run_script<'a>(
+        &'a self,
+        req: ScriptRequest,
+        out: &'a dyn ScriptOutput,
+        cancel: CancellationToken,
+    ) -> crate::target::BoxFuture<'a, Result<ScriptOutcome, crate::target::TargetError>> {
+        self.inner.run_script(req, out, cancel)
+    }
+    fn put_package<'a>(
+        &'a self,
+        pkg: &'a crate::package_ops::PackageFile,
+        force: bool,
+        task: &'a TaskRef,
+    ) -> crate::target::BoxFuture<
+        'a,
+        Result<Option<crate::package_ops::Transferred>, crate::target::TargetError>,
+    > {
+        self.inner.put_package(pkg, force, task)
+    }
+    fn package_stage<'a>(
+        &'a self,
+        op: ferry_protocol::PackageOp,
+        task: &'a TaskRef,
+    ) -> crate::target::BoxFuture<
+        'a,
+        Result<ferry_protocol::PackageStageReply, crate::target::TargetError>,
+    > {
+        self.inner.package_stage(op, task)
+    }
+    fn health(
+        &self,
+    ) -> crate::target::BoxFuture<'_, Result<crate::target::HealthInfo, crate::target::TargetError>>
+    {
+        self.inner.health()
+    }
+}
+
 /// A target an action runs on, with its machine (none for the built-in worker).
 type Placement = (Option<Machine>, Arc<dyn Target>);
 
@@ -583,9 +726,9 @@ fn resolve_targets(
     step_act: &Activity,
 ) -> Result<Vec<Placement>, String> {
     let roles = step_roles(step);
-    let on_server = prop_is_true(action.prop("Octopus.Action.RunOnServer"));
-    if on_server || roles.is_empty() {
-        return Ok(vec![(None, ex.local_target())]);
+    let on_worker = prop_is_true(action.prop("Octopus.Action.RunOnServer"));
+    if roles.is_empty() {
+        return Ok(vec![(None, pick_worker(ex, ctx, action)?)]);
     }
     let d = &ctx.deployment;
     let matching: Vec<&Machine> = ctx
@@ -629,6 +772,14 @@ fn resolve_targets(
                     m.health_status.to_lowercase()
                 ),
             );
+            continue;
+        }
+        if on_worker {
+            // On behalf of the target: its variables, on a worker of the step's pool.
+            let w = pick_worker(ex, ctx, action)?;
+            let label = format!("{} (on {})", m.name, w.name());
+            let t: Arc<dyn Target> = Arc::new(Labelled { inner: w, label });
+            out.push((Some(m.clone()), t));
             continue;
         }
         let Some(p) = &provider else {

@@ -79,6 +79,8 @@ pub struct Executor {
     target_slots: tokio::sync::Semaphore,
     /// One deployment at a time per target: a mutex per machine id.
     target_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Whose turn it is among a pool's workers.
+    pub(crate) worker_turn: std::sync::atomic::AtomicUsize,
 }
 
 /// Default global cap on concurrent (action × target) runs per node.
@@ -111,6 +113,7 @@ impl Executor {
             targets: std::sync::RwLock::new(None),
             target_slots: tokio::sync::Semaphore::new(cfg_target_cap),
             target_locks: Mutex::new(HashMap::new()),
+            worker_turn: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 

@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::api::{
-    buildinfo, channels, deployments, environments, events, executions, libraryvariablesets,
-    lifecycles, machinepolicies, machines, misc, packages, process, projectgroups, projects,
-    releases, retention, spaces, tasks, variables,
+    accounts, buildinfo, channels, deployments, environments, events, executions,
+    libraryvariablesets, lifecycles, machinepolicies, machines, misc, packages, process,
+    projectgroups, projects, releases, retention, spaces, tasks, variables,
 };
 
 /// Octopus's permission names, as far as Ferry's endpoints need them. `Anonymous` endpoints
@@ -38,6 +38,10 @@ pub enum Permission {
     MachineDelete,
     MachinePolicyView,
     MachinePolicyEdit,
+    AccountView,
+    AccountCreate,
+    AccountEdit,
+    AccountDelete,
     ProjectGroupView,
     ProjectGroupCreate,
     ProjectGroupEdit,
@@ -476,6 +480,56 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             P::MachinePolicyEdit,
             "Update a machine policy",
             machinepolicies::update,
+        )
+        // Accounts (credentials of SSH targets)
+        .add(
+            M::GET,
+            "/api/{space_id}/accounts",
+            P::AccountView,
+            "List accounts",
+            accounts::list,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/accounts",
+            P::AccountCreate,
+            "Create an account",
+            accounts::create,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/accounts/all",
+            P::AccountView,
+            "All accounts",
+            accounts::all,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/accounts/{id}",
+            P::AccountView,
+            "Get an account",
+            accounts::get,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/accounts/{id}/usages",
+            P::AccountView,
+            "Where an account is used",
+            accounts::usages,
+        )
+        .add(
+            M::PUT,
+            "/api/{space_id}/accounts/{id}",
+            P::AccountEdit,
+            "Update an account",
+            accounts::update,
+        )
+        .add(
+            M::DELETE,
+            "/api/{space_id}/accounts/{id}",
+            P::AccountDelete,
+            "Delete an account",
+            accounts::remove,
         )
         // Project groups
         .add(

@@ -1,6 +1,7 @@
 //! Deployment targets and machine policies through the real server: CRUD, every list filter
-//! with paging, validation (400 naming the field, 409 for names and thumbprints), the default
-//! policy of each space, audit events, and the `ferry target` commands.
+//! with paging, validation (400 naming the field, 409 for names and thumbprints), SSH targets
+//! (normalisation, their account, no thumbprint), the default policy of each space, audit
+//! events, and the `ferry target` commands.
 
 use std::process::{Command, Output};
 
@@ -268,7 +269,7 @@ async fn machine_validation_and_conflicts() {
         ),
         (
             with(&|b| b["Endpoint"]["CommunicationStyle"] = json!("Ssh")),
-            "Endpoint.CommunicationStyle: Ssh targets are not supported yet",
+            "Endpoint.Host",
         ),
         (
             with(&|b| b["Endpoint"]["CommunicationStyle"] = json!("Kubernetes")),
@@ -408,6 +409,196 @@ async fn machine_validation_and_conflicts() {
     .await;
     assert!(e.contains("EnvironmentIds"), "{e}");
     let _ = m1;
+}
+
+/// A host key fingerprint as `ssh-keygen -l` prints it, without its `SHA256:` prefix.
+const FP: &str = "nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8";
+
+fn ssh(name: &str, envs: &[&str], account: &str) -> Value {
+    json!({
+        "Name": name, "EnvironmentIds": envs, "Roles": ["web"],
+        "Endpoint": {"CommunicationStyle": "Ssh", "Host": name, "Fingerprint": FP, "AccountId": account}
+    })
+}
+
+async fn account(s: &Server, name: &str, kind: &str) -> String {
+    let body = if kind == "SshKeyPair" {
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\n";
+        json!({"AccountType": kind, "Name": name, "Username": "deploy",
+               "PrivateKeyFile": {"HasValue": true, "NewValue": key}})
+    } else {
+        json!({"AccountType": kind, "Name": name, "Username": "deploy",
+               "Password": {"HasValue": true, "NewValue": "hunter2-but-longer"}})
+    };
+    s.post("/api/Spaces-1/accounts", body).await["Id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn ssh_targets_are_normalised_and_validated() {
+    let s = Server::start();
+    let dev = s.create_environment("Dev").await["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key_acc = account(&s, "Deploy key", "SshKeyPair").await;
+    let pw_acc = account(&s, "Ops login", "UsernamePassword").await;
+
+    // Fingerprint without its prefix, default port and platform, the account by name.
+    let mut body = ssh("Web01.Example.com", &[&dev], "Deploy key");
+    body["Thumbprint"] = json!("ignored for ssh");
+    let (st, m) = s
+        .request("POST", "/api/Spaces-1/machines", Some(body))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{m}");
+    let ep = &m["Endpoint"];
+    assert_eq!(ep["CommunicationStyle"], "Ssh");
+    assert_eq!(ep["Host"], "web01.example.com");
+    assert_eq!(ep["Port"], 22);
+    assert_eq!(ep["Fingerprint"], json!(format!("SHA256:{FP}")));
+    assert_eq!(ep["AccountId"], json!(key_acc));
+    assert_eq!(ep["DotNetCorePlatform"], "linux-x64");
+    assert_eq!(ep["Uri"], "ssh://web01.example.com:22/");
+    assert_eq!(m["Uri"], "ssh://web01.example.com:22/");
+    assert_eq!(ep["Thumbprint"], "");
+    assert_eq!(m["Thumbprint"], "");
+    let id = m["Id"].as_str().unwrap().to_string();
+    let got = s.get(&format!("/api/Spaces-1/machines/{id}")).await;
+    assert_eq!(got["Endpoint"], m["Endpoint"]);
+
+    // A second SSH target (no thumbprint to collide on), another port, a password account by
+    // id, the prefixed fingerprint, an IP address.
+    let mut body = ssh("db01", &[&dev], &pw_acc);
+    body["Endpoint"]["Host"] = json!("10.0.0.7");
+    body["Endpoint"]["Port"] = json!(2222);
+    body["Endpoint"]["Fingerprint"] = json!(format!("SHA256:{FP}"));
+    body["Endpoint"]["DotNetCorePlatform"] = json!("linux-arm64");
+    let db = s.post("/api/Spaces-1/machines", body).await;
+    assert_eq!(db["Endpoint"]["Uri"], "ssh://10.0.0.7:2222/");
+    assert_eq!(db["Endpoint"]["AccountId"], json!(pw_acc));
+    assert_eq!(db["Endpoint"]["DotNetCorePlatform"], "linux-arm64");
+    // Listed and filtered with the agents.
+    s.post(
+        "/api/Spaces-1/machines",
+        passive("agent01", &[&dev], &["web"], 'a'),
+    )
+    .await;
+    assert_eq!(
+        list(&s, "commStyles=Ssh").await,
+        ["Web01.Example.com", "db01"]
+    );
+    assert_eq!(list(&s, "").await.len(), 3);
+
+    // Update: the object as read comes back unchanged; a changed port moves the Uri.
+    let path = format!("/api/Spaces-1/machines/{id}");
+    let same = s.put(&path, got.clone()).await;
+    assert_eq!(same["Endpoint"], got["Endpoint"]);
+    let mut edit = got.clone();
+    edit["Endpoint"]["Port"] = json!(2200);
+    edit["IsDisabled"] = json!(true);
+    let v = s.put(&path, edit).await;
+    assert_eq!(v["Uri"], "ssh://web01.example.com:2200/");
+    assert_eq!(v["Status"], "Disabled");
+    // A client that sends only the ssh:// address.
+    let mut flat = ssh("app01", &[&dev], &key_acc);
+    flat["Endpoint"].as_object_mut().unwrap().remove("Host");
+    flat["Uri"] = json!("ssh://App01:2022/");
+    let app = s.post("/api/Spaces-1/machines", flat).await;
+    assert_eq!(app["Endpoint"]["Host"], "app01");
+    assert_eq!(app["Endpoint"]["Port"], 2022);
+
+    // Validation: each problem names its field; the fingerprint error says how to get it.
+    let bad = StatusCode::BAD_REQUEST;
+    let ok = ssh("m1", &[&dev], &key_acc);
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut b = ok.clone();
+        f(&mut b);
+        b
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            with(&|b| {
+                b["Endpoint"].as_object_mut().unwrap().remove("Host");
+            }),
+            "Endpoint.Host",
+        ),
+        (
+            with(&|b| b["Endpoint"]["Host"] = json!("ssh://m1")),
+            "Endpoint.Host",
+        ),
+        (
+            with(&|b| b["Endpoint"]["Host"] = json!("m 1")),
+            "Endpoint.Host",
+        ),
+        (
+            with(&|b| b["Endpoint"]["Host"] = json!("root@m1")),
+            "Endpoint.Host",
+        ),
+        (with(&|b| b["Endpoint"]["Port"] = json!(0)), "Endpoint.Port"),
+        (
+            with(&|b| b["Endpoint"]["Port"] = json!(70000)),
+            "Endpoint.Port",
+        ),
+        (
+            with(&|b| {
+                b["Endpoint"].as_object_mut().unwrap().remove("AccountId");
+            }),
+            "Endpoint.AccountId",
+        ),
+        (
+            with(&|b| b["Endpoint"]["AccountId"] = json!("Accounts-999")),
+            "Endpoint.AccountId: the account 'Accounts-999' was not found",
+        ),
+        (
+            with(&|b| {
+                b["Endpoint"].as_object_mut().unwrap().remove("Fingerprint");
+            }),
+            "ssh-keyscan -p 22 m1 | ssh-keygen -lf -",
+        ),
+        (
+            with(&|b| b["Endpoint"]["Fingerprint"] = json!("MD5:16:27:ac:a5:76:28:2d:36")),
+            "Endpoint.Fingerprint",
+        ),
+        (
+            with(&|b| {
+                b["Endpoint"]["Fingerprint"] = json!(&FP[..40]);
+                b["Endpoint"]["Port"] = json!(2222);
+            }),
+            "ssh-keyscan -p 2222 m1 | ssh-keygen -lf -",
+        ),
+    ];
+    for (body, field) in cases {
+        let (st, v) = s
+            .request("POST", "/api/Spaces-1/machines", Some(body.clone()))
+            .await;
+        assert_eq!(st, bad, "{body} -> {v}");
+        let errors = format!("{} {}", v["ErrorMessage"], v["Errors"]);
+        assert!(
+            errors.contains(field),
+            "{body}: {errors} should name {field}"
+        );
+    }
+    // Another space's account is unknown here.
+    let ops = s.post("/api/spaces", json!({"Name": "Ops"})).await;
+    let ops_id = ops["Id"].as_str().unwrap();
+    let other = s
+        .post(
+            &format!("/api/{ops_id}/accounts"),
+            json!({"AccountType": "UsernamePassword", "Name": "elsewhere", "Username": "u",
+                   "Password": {"HasValue": true, "NewValue": "pw-elsewhere"}}),
+        )
+        .await;
+    let e = refused(&s, ssh("m2", &[&dev], other["Id"].as_str().unwrap()), bad).await;
+    assert!(e.contains("Endpoint.AccountId"), "{e}");
+    // A Tentacle keeps needing its thumbprint; SSH fields sent with it are dropped.
+    let mut agent = passive("agent02", &[&dev], &["web"], 'b');
+    agent["Endpoint"]["Host"] = json!("agent02");
+    agent["Endpoint"]["AccountId"] = json!(key_acc);
+    let a2 = s.post("/api/Spaces-1/machines", agent).await;
+    assert!(a2["Endpoint"].get("AccountId").is_none(), "{a2}");
+    assert_eq!(a2["Thumbprint"], json!(thumb('B')));
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 
 mod harness;
 
+mod accounts;
 mod agents;
 mod api;
 mod cli;
@@ -17,6 +18,8 @@ mod package_deploy;
 mod packages;
 mod pg;
 mod resilience;
+mod ssh_targets;
+mod sshd;
 mod store_contract;
 mod ts_client;
 mod variables;

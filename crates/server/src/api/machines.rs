@@ -1,7 +1,9 @@
 //! Deployment targets (Octopus's machines): Ferry agents reached by listening
 //! (`TentaclePassive`) or polling (`TentacleActive`), each pinned by its certificate's SHA-256
-//! thumbprint. Names and thumbprints are unique per space. The store keeps the thumbprint in
-//! `ref1` and the communication style in `ref2`, so those filters run in the query; the
+//! thumbprint, and SSH hosts (`Ssh`: `Host`, `Port`, the host key's SHA-256 `Fingerprint` and
+//! the `AccountId` of an `SshKeyPair` or `UsernamePassword` account). Names, and agents'
+//! thumbprints, are unique per space. The store keeps the thumbprint in `ref1` (empty for SSH)
+//! and the communication style in `ref2`, so those filters run in the query; the
 //! multi-valued filters (roles, environments, health, disabled) run over the space's machines
 //! in memory before paging.
 
@@ -9,7 +11,7 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use ferry_domain::ids::slugify;
-use ferry_domain::{Environment, Machine, MachinePolicy};
+use ferry_domain::{Account, Environment, Machine, MachinePolicy};
 use ferry_store::{DocQuery, DocRow};
 use serde_json::{Value, json};
 
@@ -20,6 +22,9 @@ use crate::query::MAX_TAKE;
 const C: &str = "Machines";
 const PASSIVE: &str = "TentaclePassive";
 const ACTIVE: &str = "TentacleActive";
+const SSH: &str = "Ssh";
+const SSH_DEFAULT_PORT: u16 = 22;
+const SSH_DEFAULT_PLATFORM: &str = "linux-x64";
 const PARTICIPATION: [&str; 3] = ["Untenanted", "TenantedOrUntenanted", "Tenanted"];
 
 fn template(base: &str) -> String {
@@ -229,7 +234,15 @@ pub async fn update(
     m.operating_system = old.operating_system.clone();
     m.shell_name = old.shell_name.clone();
     m.shell_version = old.shell_version.clone();
-    m.endpoint.tentacle_version_details = old.endpoint.tentacle_version_details.clone();
+    // The agent version is learned from the agent itself, so only an agent keeps it.
+    m.endpoint.tentacle_version_details = if m.endpoint.communication_style
+        == old.endpoint.communication_style
+        && m.endpoint.communication_style != SSH
+    {
+        old.endpoint.tentacle_version_details.clone()
+    } else {
+        None
+    };
     thumbprint_unused(&st, &space, &m).await?;
     let r = row(&m, old_row.seq)?;
     update_audited(
@@ -269,8 +282,11 @@ pub async fn remove(
     Ok(Json(json!({})))
 }
 
-/// 409 when another machine of the space pins the same certificate.
+/// 409 when another machine of the space pins the same certificate. SSH targets have none.
 async fn thumbprint_unused(st: &AppState, space: &str, m: &Machine) -> ApiResult<()> {
+    if m.endpoint.communication_style == SSH || m.endpoint.thumbprint.is_empty() {
+        return Ok(());
+    }
     let mut q = query(space);
     q.ref1_in = vec![m.endpoint.thumbprint.clone()];
     let (rows, _) = st.db.list_docs(&q).await?;
@@ -378,17 +394,18 @@ async fn validate(st: &AppState, space: &str, mut m: Machine) -> ApiResult<Machi
         }
     }
 
-    // Endpoint: the agent's address and certificate. The top-level Uri and Thumbprint mirror it.
-    let ep = &mut m.endpoint;
-    ep.communication_style = ep.communication_style.trim().to_string();
-    if ep.uri.trim().is_empty() {
-        ep.uri = m.uri.clone();
-    }
-    if ep.thumbprint.trim().is_empty() {
-        ep.thumbprint = m.thumbprint.clone();
-    }
-    match ep.communication_style.as_str() {
+    // Endpoint: the agent's address and certificate (the top-level Uri and Thumbprint mirror
+    // it), or the SSH host, its key and the account to log in with.
+    m.endpoint.communication_style = m.endpoint.communication_style.trim().to_string();
+    match m.endpoint.communication_style.as_str() {
         PASSIVE | ACTIVE => {
+            let ep = &mut m.endpoint;
+            if ep.uri.trim().is_empty() {
+                ep.uri = m.uri.clone();
+            }
+            if ep.thumbprint.trim().is_empty() {
+                ep.thumbprint = m.thumbprint.clone();
+            }
             match normalize_uri(&ep.communication_style, &ep.uri) {
                 Ok(u) => ep.uri = u,
                 Err(e) => errors.push(e),
@@ -397,19 +414,22 @@ async fn validate(st: &AppState, space: &str, mut m: Machine) -> ApiResult<Machi
                 Ok(t) => ep.thumbprint = t,
                 Err(e) => errors.push(e),
             }
+            if ep.certificate_signature_algorithm.is_none() {
+                ep.certificate_signature_algorithm = Some("sha256RSA".to_string());
+            }
+            ep.host = None;
+            ep.port = None;
+            ep.fingerprint = None;
+            ep.account_id = None;
+            ep.dot_net_core_platform = None;
         }
+        SSH => validate_ssh(st, space, &mut m, &mut errors).await?,
         "" => errors.push(format!(
-            "Endpoint.CommunicationStyle: please provide {PASSIVE} (listening agent) or {ACTIVE} (polling agent)"
-        )),
-        "Ssh" => errors.push(format!(
-            "Endpoint.CommunicationStyle: Ssh targets are not supported yet; use {PASSIVE} or {ACTIVE}"
+            "Endpoint.CommunicationStyle: please provide {PASSIVE} (listening agent), {ACTIVE} (polling agent) or {SSH}"
         )),
         other => errors.push(format!(
-            "Endpoint.CommunicationStyle: '{other}' is not supported; use {PASSIVE} or {ACTIVE}"
+            "Endpoint.CommunicationStyle: '{other}' is not supported; use {PASSIVE}, {ACTIVE} or {SSH}"
         )),
-    }
-    if ep.certificate_signature_algorithm.is_none() {
-        ep.certificate_signature_algorithm = Some("sha256RSA".to_string());
     }
     m.uri = m.endpoint.uri.clone();
     m.thumbprint = m.endpoint.thumbprint.clone();
@@ -420,6 +440,188 @@ async fn validate(st: &AppState, space: &str, mut m: Machine) -> ApiResult<Machi
         let mut e = ApiError::bad_request(String::new());
         e.errors = errors;
         Err(e)
+    }
+}
+
+/// Checks and normalises an SSH endpoint: `Host` (or the host of an `ssh://` `Uri`), `Port`
+/// (22), `Fingerprint` (`SHA256:` + 43 base64 characters), `AccountId` (an SSH-capable account
+/// of the space, stored as its id) and `DotNetCorePlatform` (`linux-x64`). `Uri` becomes
+/// `ssh://host:port/`; there is no thumbprint.
+async fn validate_ssh(
+    st: &AppState,
+    space: &str,
+    m: &mut Machine,
+    errors: &mut Vec<String>,
+) -> ApiResult<()> {
+    let top_uri = m.uri.trim().to_string();
+    let ep = &mut m.endpoint;
+    let mut host = ep.host.as_deref().unwrap_or_default().trim().to_string();
+    let mut port = ep.port;
+    // A client that only sends the address: take the host and port from an ssh:// Uri.
+    if host.is_empty() {
+        let uri = if ep.uri.trim().is_empty() {
+            top_uri.as_str()
+        } else {
+            ep.uri.trim()
+        };
+        if let Some((h, p)) = parse_ssh_uri(uri) {
+            host = h;
+            port = port.or(p);
+        }
+    }
+    let port = port.unwrap_or(SSH_DEFAULT_PORT);
+    if port == 0 {
+        errors.push("Endpoint.Port: the SSH port must be between 1 and 65535".to_string());
+    }
+    let host = match normalize_host(&host) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+
+    let shown_host = host.as_deref().unwrap_or("HOST");
+    match normalize_fingerprint(ep.fingerprint.as_deref().unwrap_or_default()) {
+        Ok(f) => ep.fingerprint = Some(f),
+        Err(problem) => errors.push(format!(
+            "Endpoint.Fingerprint: {problem}; get it with `ssh-keyscan -p {port} {shown_host} | ssh-keygen -lf -` (the SHA256:... value of the host key)"
+        )),
+    }
+
+    let key = ep
+        .account_id
+        .as_deref()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if key.is_empty() {
+        errors.push(
+            "Endpoint.AccountId: please provide the SshKeyPair or UsernamePassword account to log in with"
+                .to_string(),
+        );
+    } else {
+        match find::<Account>(st, super::accounts::C, space, None, &key).await? {
+            Some((_, a))
+                if a.account_type == super::accounts::SSH_KEY_PAIR
+                    || a.account_type == super::accounts::USERNAME_PASSWORD =>
+            {
+                ep.account_id = Some(a.id);
+            }
+            Some((_, a)) => errors.push(format!(
+                "Endpoint.AccountId: the account '{}' is a {} account; SSH targets need an SshKeyPair or UsernamePassword account",
+                a.name, a.account_type
+            )),
+            None => errors.push(format!(
+                "Endpoint.AccountId: the account '{key}' was not found in this space"
+            )),
+        }
+    }
+
+    let platform = ep
+        .dot_net_core_platform
+        .as_deref()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    ep.dot_net_core_platform = Some(if platform.is_empty() {
+        SSH_DEFAULT_PLATFORM.to_string()
+    } else {
+        platform
+    });
+
+    ep.port = Some(port);
+    ep.host = host.clone();
+    ep.uri = match &host {
+        Some(h) if h.contains(':') => format!("ssh://[{h}]:{port}/"),
+        Some(h) => format!("ssh://{h}:{port}/"),
+        None => String::new(),
+    };
+    ep.thumbprint = String::new();
+    ep.certificate_signature_algorithm = None;
+    ep.tentacle_version_details = None;
+    Ok(())
+}
+
+/// The host and port of `ssh://host[:port][/]`.
+fn parse_ssh_uri(uri: &str) -> Option<(String, Option<u16>)> {
+    let (scheme, rest) = uri.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("ssh") {
+        return None;
+    }
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((h.to_string(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_string(), Some(p.parse().ok()?))),
+        None => Some((authority.to_string(), None)),
+    }
+}
+
+/// A host name or an IP address (an IPv6 one with or without brackets), lower-cased.
+fn normalize_host(host: &str) -> Result<String, String> {
+    let h = host.trim();
+    if h.is_empty() {
+        return Err("Endpoint.Host: please provide the SSH host's name or IP address".to_string());
+    }
+    let bad = || {
+        format!(
+            "Endpoint.Host: '{h}' is not a host name or IP address (give the name alone, without a scheme, user, port or path)"
+        )
+    };
+    let bare = h
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(h);
+    if bare.contains(':') {
+        return bare
+            .parse::<std::net::Ipv6Addr>()
+            .map(|a| a.to_string())
+            .map_err(|_| bad());
+    }
+    let ok = bare.len() <= 253
+        && !bare.starts_with(['.', '-'])
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_');
+    if ok {
+        Ok(bare.to_ascii_lowercase())
+    } else {
+        Err(bad())
+    }
+}
+
+/// The host key's SHA-256 fingerprint as OpenSSH prints it: `SHA256:` and 43 base64
+/// characters (32 bytes, no padding). The prefix may be left out; padding is dropped.
+fn normalize_fingerprint(f: &str) -> Result<String, String> {
+    let f = f.trim();
+    if f.is_empty() {
+        return Err("please provide the SSH host key's SHA-256 fingerprint".to_string());
+    }
+    let b64 = match f.split_once(':') {
+        Some((p, rest)) if p.eq_ignore_ascii_case("SHA256") => rest,
+        _ => f,
+    };
+    let b64 = b64.trim_end_matches('=');
+    // 32 bytes in 43 characters: the last one carries 4 bits, so its low 2 bits are zero.
+    let valid = b64.len() == 43
+        && b64
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+        && b64.ends_with(|c: char| "AEIMQUYcgkosw048".contains(c));
+    if valid {
+        Ok(format!("SHA256:{b64}"))
+    } else {
+        Err(format!(
+            "'{f}' is not a SHA-256 host key fingerprint (SHA256: followed by 43 base64 characters)"
+        ))
     }
 }
 
@@ -502,6 +704,48 @@ mod tests {
         );
         assert!(normalize_uri(ACTIVE, "https://web01:10933/").is_err());
         assert!(normalize_uri(ACTIVE, "poll:///").is_err());
+    }
+
+    #[test]
+    fn ssh_fingerprints_hosts_and_uris() {
+        let b = "nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8";
+        let want = format!("SHA256:{b}");
+        assert_eq!(normalize_fingerprint(&want), Ok(want.clone()));
+        assert_eq!(normalize_fingerprint(b), Ok(want.clone()));
+        assert_eq!(normalize_fingerprint(&format!(" sha256:{b}= ")), Ok(want));
+        assert!(normalize_fingerprint("").is_err());
+        assert!(normalize_fingerprint(&b[..42]).is_err());
+        assert!(normalize_fingerprint(&format!("{}9", &b[..42])).is_err());
+        assert!(
+            normalize_fingerprint("MD5:16:27:ac:a5:76:28:2d:36:63:1b:56:4d:eb:df:a6:48").is_err()
+        );
+        assert_eq!(
+            normalize_host("Web01.Example.com"),
+            Ok("web01.example.com".into())
+        );
+        assert_eq!(normalize_host("10.0.0.5"), Ok("10.0.0.5".into()));
+        assert_eq!(normalize_host("[::1]"), Ok("::1".into()));
+        for bad in [
+            "",
+            "ssh://web01",
+            "root@web01",
+            "web 01",
+            "web01:22",
+            "web01/x",
+            "-x",
+        ] {
+            assert!(normalize_host(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_ssh_uri("ssh://web01:2222/"),
+            Some(("web01".into(), Some(2222)))
+        );
+        assert_eq!(parse_ssh_uri("ssh://web01"), Some(("web01".into(), None)));
+        assert_eq!(
+            parse_ssh_uri("ssh://[::1]:22/"),
+            Some(("::1".into(), Some(22)))
+        );
+        assert_eq!(parse_ssh_uri("https://web01/"), None);
     }
 
     #[test]

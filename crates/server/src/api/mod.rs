@@ -2,6 +2,7 @@
 //! by id within a space, paged listing, writing documents with an audit event in the same
 //! transaction.
 
+pub mod accounts;
 pub mod buildinfo;
 pub mod channels;
 pub mod deployments;
