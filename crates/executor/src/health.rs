@@ -246,24 +246,31 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
         })
         .unwrap_or_default();
     let env = args["EnvironmentId"].as_str().map(str::to_string);
-    let mut q = DocQuery::new("Machines");
-    q.space_id = Some(task.space_id.clone());
-    q.ids = wanted.clone();
-    let machines: Vec<Machine> = match ex.db.list_docs(&q).await {
-        Ok((rows, _)) => rows
-            .iter()
-            .filter_map(|r| serde_json::from_str::<Machine>(&r.body).ok())
-            .filter(|m| !m.is_disabled)
-            .filter(|m| env.as_ref().is_none_or(|e| m.environment_ids.contains(e)))
-            .collect(),
-        Err(e) => {
-            let msg = format!("could not read the machines: {e}");
-            logger.line(&root, LogCategory::Fatal, &msg);
-            logger.close(&root, ActivityStatus::Failed);
-            logger.flush().await;
-            return Outcome::failed(msg);
+    // Deployment targets and workers alike.
+    let mut machines: Vec<Machine> = Vec::new();
+    for collection in ["Machines", "Workers"] {
+        let mut q = DocQuery::new(collection);
+        q.space_id = Some(task.space_id.clone());
+        q.ids = wanted.clone();
+        match ex.db.list_docs(&q).await {
+            Ok((rows, _)) => machines.extend(
+                rows.iter()
+                    .filter_map(|r| serde_json::from_str::<Machine>(&r.body).ok())
+                    .filter(|m| !m.is_disabled)
+                    .filter(|m| {
+                        env.as_ref()
+                            .is_none_or(|e| m.environment_ids.contains(e))
+                    }),
+            ),
+            Err(e) => {
+                let msg = format!("could not read the machines: {e}");
+                logger.line(&root, LogCategory::Fatal, &msg);
+                logger.close(&root, ActivityStatus::Failed);
+                logger.flush().await;
+                return Outcome::failed(msg);
+            }
         }
-    };
+    }
     let mut policies: HashMap<String, MachinePolicy> = HashMap::new();
     for m in &machines {
         if !policies.contains_key(&m.machine_policy_id) {

@@ -96,25 +96,18 @@ pub fn hub(db: &Db, identity: Identity) -> Arc<AgentHub> {
     )
 }
 
-/// Every agent machine in the store.
+/// Every agent in the store: deployment targets and workers.
 pub async fn agent_machines(db: &Db) -> Vec<Machine> {
-    let q = DocQuery::new("Machines");
-    match db.list_docs(&q).await {
-        Ok((rows, _)) => rows
-            .iter()
-            .filter_map(|r| serde_json::from_str::<Machine>(&r.body).ok())
-            .filter(|m| {
-                matches!(
-                    m.endpoint.communication_style.as_str(),
-                    "TentaclePassive" | "TentacleActive"
-                )
-            })
-            .collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read machines");
-            Vec::new()
-        }
-    }
+    all_machines(db)
+        .await
+        .into_iter()
+        .filter(|m| {
+            matches!(
+                m.endpoint.communication_style.as_str(),
+                "TentaclePassive" | "TentacleActive"
+            )
+        })
+        .collect()
 }
 
 /// Keeps the hub's view of polling machines (subscription → thumbprint) current.
@@ -324,13 +317,17 @@ impl ferry_ssh::SshEvents for SshAudit {
     }
 }
 
-/// Every enabled deployment target of any style (for health checks).
+/// Every deployment target and worker, of any style.
 pub async fn all_machines(db: &Db) -> Vec<Machine> {
-    match db.list_docs(&DocQuery::new("Machines")).await {
-        Ok((rows, _)) => rows
-            .iter()
-            .filter_map(|r| serde_json::from_str::<Machine>(&r.body).ok())
-            .collect(),
-        Err(_) => Vec::new(),
+    let mut out = Vec::new();
+    for collection in ["Machines", "Workers"] {
+        match db.list_docs(&DocQuery::new(collection)).await {
+            Ok((rows, _)) => out.extend(
+                rows.iter()
+                    .filter_map(|r| serde_json::from_str::<Machine>(&r.body).ok()),
+            ),
+            Err(e) => tracing::warn!(error = %e, collection, "could not read machines"),
+        }
     }
+    out
 }
