@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::{AgentEndpoint, AgentHub};
 use crate::rpc::{RpcConn, RpcError};
 
-/// Bytes per upload chunk (base64 in the frame: well under the 4 MiB frame limit).
-const CHUNK: usize = 512 * 1024;
+/// Bytes per upload chunk: the agent's limit (1 MiB), sent raw in a binary payload.
+const CHUNK: usize = 1024 * 1024;
 /// How long a status request may wait on the agent for new output.
 const LONG_POLL_MS: u32 = 5_000;
 

@@ -42,8 +42,45 @@ struct WireIn {
     body: serde_json::Value,
 }
 
-/// Encodes an envelope as one payload (for a WebSocket message).
+/// First byte of a binary payload. A JSON payload starts with `{`, so the two never mix.
+pub const BINARY_MAGIC: u8 = 0xB1;
+
+/// Encodes an envelope as one payload (for a WebSocket message). An `UploadChunk` with data is
+/// a binary payload: `BINARY_MAGIC`, the length of a JSON header (4 bytes, big-endian), the
+/// header (the envelope with empty `data`), then the raw bytes. Everything else is JSON.
 pub fn encode_payload(env: &Envelope, limit: usize) -> Result<Vec<u8>, FrameError> {
+    if let Message::UploadChunk(c) = &env.message {
+        if !c.data.is_empty() {
+            let header_env = Envelope {
+                v: env.v,
+                id: env.id,
+                message: Message::UploadChunk(crate::message::UploadChunk {
+                    transfer: c.transfer.clone(),
+                    offset: c.offset,
+                    data: Vec::new(),
+                }),
+            };
+            let header = encode_json(&header_env, limit)?;
+            let hlen = u32::try_from(header.len()).map_err(|_| FrameError::TooLarge {
+                len: header.len(),
+                limit,
+            })?;
+            let total = 1 + HEADER_LEN + header.len() + c.data.len();
+            if total > limit {
+                return Err(FrameError::TooLarge { len: total, limit });
+            }
+            let mut out = Vec::with_capacity(total);
+            out.push(BINARY_MAGIC);
+            out.extend_from_slice(&hlen.to_be_bytes());
+            out.extend_from_slice(&header);
+            out.extend_from_slice(&c.data);
+            return Ok(out);
+        }
+    }
+    encode_json(env, limit)
+}
+
+fn encode_json(env: &Envelope, limit: usize) -> Result<Vec<u8>, FrameError> {
     let out = WireOut {
         v: env.v,
         id: env.id,
@@ -81,6 +118,35 @@ pub fn decode_payload(bytes: &[u8], limit: usize) -> Result<Envelope, FrameError
             limit,
         });
     }
+    if bytes.is_empty() {
+        return Err(FrameError::Empty);
+    }
+    if bytes[0] == BINARY_MAGIC {
+        let len_bytes: [u8; HEADER_LEN] = bytes
+            .get(1..1 + HEADER_LEN)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| FrameError::Malformed("binary payload without a header".into()))?;
+        let hlen = usize::try_from(u32::from_be_bytes(len_bytes)).unwrap_or(usize::MAX);
+        let start = 1 + HEADER_LEN;
+        let end = start
+            .checked_add(hlen)
+            .filter(|e| *e <= bytes.len())
+            .ok_or_else(|| FrameError::Malformed("binary payload header overruns".into()))?;
+        let mut env = decode_json(&bytes[start..end])?;
+        match &mut env.message {
+            Message::UploadChunk(c) if c.data.is_empty() => c.data = bytes[end..].to_vec(),
+            _ => {
+                return Err(FrameError::Malformed(
+                    "a binary payload carries only an upload chunk".into(),
+                ));
+            }
+        }
+        return Ok(env);
+    }
+    decode_json(bytes)
+}
+
+fn decode_json(bytes: &[u8]) -> Result<Envelope, FrameError> {
     if bytes.is_empty() {
         return Err(FrameError::Empty);
     }

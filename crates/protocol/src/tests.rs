@@ -118,7 +118,7 @@ fn decoder_refuses_oversized_length_before_buffering_and_stays_closed() {
 }
 
 #[test]
-fn chunk_data_is_base64() {
+fn chunk_data_travels_raw_in_a_binary_payload() {
     let env = Envelope::new(
         2,
         Message::UploadChunk(UploadChunk {
@@ -127,9 +127,30 @@ fn chunk_data_is_base64() {
             data: b"hello".to_vec(),
         }),
     );
-    let s = String::from_utf8(encode_payload(&env, 1000).unwrap()).unwrap();
-    assert!(s.contains("\"aGVsbG8=\""), "{s}");
-    assert_eq!(decode_payload(s.as_bytes(), 1000).unwrap(), env);
+    let bytes = encode_payload(&env, 1000).unwrap();
+    assert_eq!(bytes[0], crate::frame::BINARY_MAGIC);
+    assert!(bytes.ends_with(b"hello"));
+    assert_eq!(decode_payload(&bytes, 1000).unwrap(), env);
+    // Through the stream framing too.
+    let mut dec = FrameDecoder::new(1000);
+    assert_eq!(
+        dec.feed(&encode_frame(&env, 1000).unwrap()).unwrap(),
+        vec![env.clone()]
+    );
+    // JSON (base64) chunks are still understood.
+    let json = br#"{"v":1,"id":2,"kind":"UploadChunk","body":{"transfer":"tr","offset":5,"data":"aGVsbG8="}}"#;
+    assert_eq!(decode_payload(json, 1000).unwrap(), env);
+    // A binary payload must carry an upload chunk, with a header that fits.
+    let mut bad = vec![crate::frame::BINARY_MAGIC, 0, 0, 0, 200];
+    bad.extend_from_slice(b"{}");
+    assert!(decode_payload(&bad, 1000).is_err());
+    let health = br#"{"v":1,"id":1,"kind":"Health"}"#;
+    let mut other = vec![crate::frame::BINARY_MAGIC];
+    other.extend_from_slice(&(health.len() as u32).to_be_bytes());
+    other.extend_from_slice(health);
+    other.extend_from_slice(b"tail");
+    assert!(decode_payload(&other, 1000).is_err());
+    assert!(decode_payload(&[crate::frame::BINARY_MAGIC, 0], 1000).is_err());
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {
