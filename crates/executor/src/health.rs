@@ -257,10 +257,7 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
                 rows.iter()
                     .filter_map(|r| serde_json::from_str::<Machine>(&r.body).ok())
                     .filter(|m| !m.is_disabled)
-                    .filter(|m| {
-                        env.as_ref()
-                            .is_none_or(|e| m.environment_ids.contains(e))
-                    }),
+                    .filter(|m| env.as_ref().is_none_or(|e| m.environment_ids.contains(e))),
             ),
             Err(e) => {
                 let msg = format!("could not read the machines: {e}");

@@ -62,19 +62,28 @@ pub enum AgentCommand {
         #[arg(long, value_name = "THUMBPRINT")]
         untrust: Vec<String>,
     },
-    /// Register this agent with a server as a deployment target
+    /// Register this agent with a server as a deployment target (--environment and --role) or
+    /// as a worker (--worker-pool)
     Register {
         #[command(flatten)]
         dir: DataDir,
-        /// The target's name on the server
+        /// The target's (or worker's) name on the server
         #[arg(long)]
         name: String,
         /// Environments (names or ids), repeatable
-        #[arg(long = "environment", required = true)]
+        #[arg(long = "environment", required_unless_present = "worker_pools")]
         environments: Vec<String>,
         /// Roles, repeatable
-        #[arg(long = "role", required = true)]
+        #[arg(long = "role", required_unless_present = "worker_pools")]
         roles: Vec<String>,
+        /// Register as a worker of this pool (name or id) instead of a deployment target,
+        /// repeatable
+        #[arg(
+            long = "worker-pool",
+            value_name = "NAME|ID",
+            conflicts_with_all = ["environments", "roles", "tenants"]
+        )]
+        worker_pools: Vec<String>,
         /// Tenants (ids), repeatable
         #[arg(long = "tenant")]
         tenants: Vec<String>,
@@ -101,7 +110,7 @@ pub enum AgentCommand {
         /// Machine policy (name or id)
         #[arg(long)]
         policy: Option<String>,
-        /// Replace a machine with the same name
+        /// Replace a machine (or worker) with the same name
         #[arg(long)]
         force: bool,
     },
@@ -361,6 +370,7 @@ async fn register(conn: ConnArgs, cmd: AgentCommand) -> anyhow::Result<()> {
         name,
         environments,
         roles,
+        worker_pools,
         tenants,
         listen,
         poll,
@@ -376,6 +386,12 @@ async fn register(conn: ConnArgs, cmd: AgentCommand) -> anyhow::Result<()> {
     };
     if listen.is_none() && !poll {
         bail!("say how the server reaches the agent: --listen PORT or --poll");
+    }
+    let worker = !worker_pools.is_empty();
+    if !worker && (environments.is_empty() || roles.is_empty()) {
+        bail!(
+            "say what the agent is: a deployment target (--environment and --role) or a worker (--worker-pool)"
+        );
     }
     let d = &dir.data_dir;
     let (identity, _) = load_or_make(d, &name)?;
@@ -439,22 +455,36 @@ async fn register(conn: ConnArgs, cmd: AgentCommand) -> anyhow::Result<()> {
             format!("https://{host}:{port}/"),
         )
     };
-    let mut body = json!({
-        "Name": name,
-        "EnvironmentIds": environments,
-        "Roles": roles,
-        "TenantIds": tenants,
-        "TenantedDeploymentParticipation": if tenants.is_empty() { "Untenanted" } else { "TenantedOrUntenanted" },
-        "Endpoint": {
-            "CommunicationStyle": style,
-            "Uri": uri,
-            "Thumbprint": identity.thumbprint().as_str(),
-        },
+    let endpoint = json!({
+        "CommunicationStyle": style,
+        "Uri": uri,
+        "Thumbprint": identity.thumbprint().as_str(),
     });
+    let mut body = if worker {
+        json!({
+            "Name": name,
+            "WorkerPoolIds": worker_pools,
+            "Endpoint": endpoint,
+        })
+    } else {
+        json!({
+            "Name": name,
+            "EnvironmentIds": environments,
+            "Roles": roles,
+            "TenantIds": tenants,
+            "TenantedDeploymentParticipation": if tenants.is_empty() { "Untenanted" } else { "TenantedOrUntenanted" },
+            "Endpoint": endpoint,
+        })
+    };
     if let Some(p) = policy {
         body["MachinePolicyId"] = json!(p);
     }
-    let path = format!("/api/{space_id}/machines");
+    let (collection, kind) = if worker {
+        ("workers", "worker")
+    } else {
+        ("machines", "deployment target")
+    };
+    let path = format!("/api/{space_id}/{collection}");
     let existing = client
         .get_json(&format!("{path}?name={}", urlencode(&name)))
         .await?;
@@ -469,7 +499,7 @@ async fn register(conn: ConnArgs, cmd: AgentCommand) -> anyhow::Result<()> {
             client.put_json(&format!("{path}/{id}"), &body).await?
         }
         Some(_) => {
-            bail!("a deployment target named '{name}' already exists; use --force to replace it")
+            bail!("a {kind} named '{name}' already exists; use --force to replace it")
         }
         None => client.post_json(&path, &body).await?,
     };
@@ -486,7 +516,11 @@ async fn register(conn: ConnArgs, cmd: AgentCommand) -> anyhow::Result<()> {
         machine_id: Some(machine_id.clone()),
     };
     cfg.save(d).map_err(anyhow::Error::msg)?;
-    println!("Registered {name} as {machine_id} ({style})");
+    if worker {
+        println!("Registered {name} as worker {machine_id} ({style})");
+    } else {
+        println!("Registered {name} as {machine_id} ({style})");
+    }
     println!("  Agent thumbprint:  {}", identity.thumbprint());
     println!("  Server thumbprint: {pinned}");
     println!("Start it with: ferry agent run --data-dir {}", d.display());

@@ -1,6 +1,7 @@
 //! First start on an empty store: the installation id, the `Default` space (`Spaces-1`) with its
-//! `Default Lifecycle`, `Default Project Group` and `Default Machine Policy`, and the `admin`
-//! user with an API key.
+//! `Default Lifecycle`, `Default Project Group`, `Default Machine Policy` and `Default Worker
+//! Pool`, and the `admin` user with an API key. Spaces of a store from before worker pools get
+//! their default pool at start.
 //! Safe to run on every start and on several nodes at once: everything is created only if
 //! missing, and a concurrent creator's unique-key conflict is treated as "already there".
 
@@ -136,6 +137,26 @@ pub async fn create_space(
         .map_err(store_err)?,
     )
     .await?;
+    let wseq = tx.next_seq(crate::api::workerpools::C).await?;
+    let pool = crate::api::workerpools::default_pool(
+        &space.id,
+        &format!("{}-{wseq}", crate::api::workerpools::C),
+    );
+    tx.insert_doc(
+        &doc_row(
+            crate::api::workerpools::C,
+            &pool.id,
+            &space.id,
+            "",
+            &pool.name,
+            &pool.slug,
+            pool.sort_order,
+            wseq,
+            &pool,
+        )
+        .map_err(store_err)?,
+    )
+    .await?;
     let (username, user_id, ip) = match ctx {
         Some(c) => (
             c.principal.username.clone(),
@@ -156,7 +177,14 @@ pub async fn create_space(
         username,
         user_id,
         occurred: now_ms(),
-        related_document_ids: [space.id.as_str(), &lifecycle.id, &group.id, &policy.id].join(","),
+        related_document_ids: [
+            space.id.as_str(),
+            &lifecycle.id,
+            &group.id,
+            &policy.id,
+            &pool.id,
+        ]
+        .join(","),
         details: json!({"Document": space}).to_string(),
         ip_address: ip,
     })
@@ -176,6 +204,46 @@ pub fn default_machine_policy(space_id: &str, id: &str) -> MachinePolicy {
         is_default: true,
         ..MachinePolicy::default()
     }
+}
+
+/// Gives every space without worker pools (a store from before them) its default pool.
+async fn ensure_worker_pools(db: &Db) -> Result<(), StoreError> {
+    use crate::api::workerpools::{C, default_pool};
+    let (spaces, _) = db.list_docs(&DocQuery::new("Spaces")).await?;
+    for s in &spaces {
+        let (_, pools) = db
+            .list_docs(&DocQuery {
+                space_id: Some(s.id.clone()),
+                take: Some(0),
+                ..DocQuery::new(C)
+            })
+            .await?;
+        if pools > 0 {
+            continue;
+        }
+        let mut tx = db.begin().await?;
+        let seq = tx.next_seq(C).await?;
+        let pool = default_pool(&s.id, &format!("{C}-{seq}"));
+        let row = doc_row(
+            C,
+            &pool.id,
+            &s.id,
+            "",
+            &pool.name,
+            &pool.slug,
+            pool.sort_order,
+            seq,
+            &pool,
+        )
+        .map_err(store_err)?;
+        match tx.insert_doc(&row).await {
+            Ok(()) => tx.commit().await?,
+            // Another node created it at the same moment.
+            Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Seeds an empty store and makes sure the admin user (and `admin_api_key`, if given) exist.
@@ -198,6 +266,8 @@ pub async fn run(db: &Db, admin_api_key: Option<&Secret>) -> Result<Bootstrap, S
             Ok(_) | Err(StoreError::Conflict) => {}
             Err(e) => return Err(e),
         }
+    } else {
+        ensure_worker_pools(db).await?;
     }
 
     let admin_id = match db.find_user_by_username("admin").await? {

@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::api::{
     accounts, buildinfo, channels, deployments, environments, events, executions,
     libraryvariablesets, lifecycles, machinepolicies, machines, misc, packages, process,
-    projectgroups, projects, releases, retention, spaces, tasks, variables,
+    projectgroups, projects, releases, retention, spaces, tasks, variables, workerpools, workers,
 };
 
 /// Octopus's permission names, as far as Ferry's endpoints need them. `Anonymous` endpoints
@@ -38,6 +38,8 @@ pub enum Permission {
     MachineDelete,
     MachinePolicyView,
     MachinePolicyEdit,
+    WorkerView,
+    WorkerEdit,
     AccountView,
     AccountCreate,
     AccountEdit,
@@ -480,6 +482,99 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             P::MachinePolicyEdit,
             "Update a machine policy",
             machinepolicies::update,
+        )
+        // Worker pools
+        .add(
+            M::GET,
+            "/api/{space_id}/workerpools",
+            P::WorkerView,
+            "List worker pools",
+            workerpools::list,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/workerpools",
+            P::WorkerEdit,
+            "Create a worker pool",
+            workerpools::create,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/workerpools/all",
+            P::WorkerView,
+            "All worker pools",
+            workerpools::all,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/workerpools/{id}",
+            P::WorkerView,
+            "Get a worker pool",
+            workerpools::get,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/workerpools/{id}/workers",
+            P::WorkerView,
+            "List the workers of a worker pool",
+            workerpools::workers,
+        )
+        .add(
+            M::PUT,
+            "/api/{space_id}/workerpools/{id}",
+            P::WorkerEdit,
+            "Update a worker pool",
+            workerpools::update,
+        )
+        .add(
+            M::DELETE,
+            "/api/{space_id}/workerpools/{id}",
+            P::WorkerEdit,
+            "Delete a worker pool",
+            workerpools::remove,
+        )
+        // Workers
+        .add(
+            M::GET,
+            "/api/{space_id}/workers",
+            P::WorkerView,
+            "List workers",
+            workers::list,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/workers",
+            P::WorkerEdit,
+            "Create a worker",
+            workers::create,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/workers/all",
+            P::WorkerView,
+            "All workers",
+            workers::all,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/workers/{id}",
+            P::WorkerView,
+            "Get a worker",
+            workers::get,
+        )
+        .add(
+            M::PUT,
+            "/api/{space_id}/workers/{id}",
+            P::WorkerEdit,
+            "Update a worker",
+            workers::update,
+        )
+        .add(
+            M::DELETE,
+            "/api/{space_id}/workers/{id}",
+            P::WorkerEdit,
+            "Delete a worker",
+            workers::remove,
         )
         // Accounts (credentials of SSH targets)
         .add(

@@ -23,3 +23,4 @@ mod sshd;
 mod store_contract;
 mod ts_client;
 mod variables;
+mod workers;

@@ -22,7 +22,7 @@ use crate::query::MAX_TAKE;
 const C: &str = "Machines";
 const PASSIVE: &str = "TentaclePassive";
 const ACTIVE: &str = "TentacleActive";
-const SSH: &str = "Ssh";
+pub(crate) const SSH: &str = "Ssh";
 const SSH_DEFAULT_PORT: u16 = 22;
 const SSH_DEFAULT_PLATFORM: &str = "linux-x64";
 const PARTICIPATION: [&str; 3] = ["Untenanted", "TenantedOrUntenanted", "Tenanted"];
@@ -284,15 +284,28 @@ pub async fn remove(
 
 /// 409 when another machine of the space pins the same certificate. SSH targets have none.
 async fn thumbprint_unused(st: &AppState, space: &str, m: &Machine) -> ApiResult<()> {
+    thumbprint_unused_in(st, C, "machine", space, m).await
+}
+
+/// 409 when another document of `collection` (`Machines` or `Workers`) in the space pins the
+/// same certificate as `m`; `what` names that kind in the message. SSH endpoints have none.
+pub(crate) async fn thumbprint_unused_in(
+    st: &AppState,
+    collection: &str,
+    what: &str,
+    space: &str,
+    m: &Machine,
+) -> ApiResult<()> {
     if m.endpoint.communication_style == SSH || m.endpoint.thumbprint.is_empty() {
         return Ok(());
     }
-    let mut q = query(space);
+    let mut q = DocQuery::new(collection);
+    q.space_id = Some(space.to_string());
     q.ref1_in = vec![m.endpoint.thumbprint.clone()];
     let (rows, _) = st.db.list_docs(&q).await?;
     match rows.iter().find(|r| r.id != m.id) {
         Some(other) => Err(ApiError::conflict(format!(
-            "Thumbprint: the certificate {} is already used by the machine '{}' ({}) in this space",
+            "Thumbprint: the certificate {} is already used by the {what} '{}' ({}) in this space",
             m.endpoint.thumbprint, other.name, other.id
         ))),
         None => Ok(()),
@@ -301,12 +314,51 @@ async fn thumbprint_unused(st: &AppState, space: &str, m: &Machine) -> ApiResult
 
 /// Validates and normalises a machine as sent; every problem found is reported, each naming
 /// its field.
-async fn validate(st: &AppState, space: &str, mut m: Machine) -> ApiResult<Machine> {
-    let name = require_name(&m.name, "machine", 200)?;
+async fn validate(st: &AppState, space: &str, m: Machine) -> ApiResult<Machine> {
+    validate_as(st, space, m, false, Vec::new()).await
+}
+
+/// Validates and normalises a deployment target or, with `worker`, a worker: the name, the
+/// machine policy and the endpoint alike. A target needs roles and environments (and may have
+/// tenants); a worker has none of them (they are cleared) and the caller checks its
+/// `WorkerPoolIds`, passing what it found wrong in `errors` so every problem is reported
+/// together.
+pub(crate) async fn validate_as(
+    st: &AppState,
+    space: &str,
+    mut m: Machine,
+    worker: bool,
+    mut errors: Vec<String>,
+) -> ApiResult<Machine> {
+    let name = require_name(&m.name, if worker { "worker" } else { "machine" }, 200)?;
     m.name = name.clone();
     m.slug = slugify(&name);
-    let mut errors = Vec::new();
+    if worker {
+        m.roles.clear();
+        m.environment_ids.clear();
+        m.tenant_ids.clear();
+        m.tenant_tags.clear();
+        m.tenanted_deployment_participation = String::new();
+    } else {
+        validate_placement(st, space, &mut m, &mut errors).await?;
+    }
+    validate_policy_and_endpoint(st, space, &mut m, &mut errors).await?;
+    if errors.is_empty() {
+        Ok(m)
+    } else {
+        let mut e = ApiError::bad_request(String::new());
+        e.errors = errors;
+        Err(e)
+    }
+}
 
+/// A target's roles, environments and tenants.
+async fn validate_placement(
+    st: &AppState,
+    space: &str,
+    m: &mut Machine,
+    errors: &mut Vec<String>,
+) -> ApiResult<()> {
     // Roles: free-form, trimmed, unique (case-insensitively), at least one.
     let mut roles: Vec<String> = Vec::new();
     for r in m.roles.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
@@ -380,7 +432,16 @@ async fn validate(st: &AppState, space: &str, mut m: Machine) -> ApiResult<Machi
             PARTICIPATION.join(", ")
         ));
     }
+    Ok(())
+}
 
+/// The machine policy and the endpoint, shared by targets and workers.
+async fn validate_policy_and_endpoint(
+    st: &AppState,
+    space: &str,
+    m: &mut Machine,
+    errors: &mut Vec<String>,
+) -> ApiResult<()> {
     // Machine policy: the space's default unless given; must exist in the space.
     let policy = m.machine_policy_id.trim().to_string();
     if policy.is_empty() {
@@ -423,7 +484,7 @@ async fn validate(st: &AppState, space: &str, mut m: Machine) -> ApiResult<Machi
             ep.account_id = None;
             ep.dot_net_core_platform = None;
         }
-        SSH => validate_ssh(st, space, &mut m, &mut errors).await?,
+        SSH => validate_ssh(st, space, m, errors).await?,
         "" => errors.push(format!(
             "Endpoint.CommunicationStyle: please provide {PASSIVE} (listening agent), {ACTIVE} (polling agent) or {SSH}"
         )),
@@ -433,14 +494,7 @@ async fn validate(st: &AppState, space: &str, mut m: Machine) -> ApiResult<Machi
     }
     m.uri = m.endpoint.uri.clone();
     m.thumbprint = m.endpoint.thumbprint.clone();
-
-    if errors.is_empty() {
-        Ok(m)
-    } else {
-        let mut e = ApiError::bad_request(String::new());
-        e.errors = errors;
-        Err(e)
-    }
+    Ok(())
 }
 
 /// Checks and normalises an SSH endpoint: `Host` (or the host of an `ssh://` `Uri`), `Port`

@@ -23,6 +23,8 @@ pub mod retention;
 pub mod spaces;
 pub mod tasks;
 pub mod variables;
+pub mod workerpools;
+pub mod workers;
 
 use ferry_domain::time::now_ms;
 use ferry_store::{DocQuery, DocRow, EventRow, Tx};
