@@ -340,3 +340,41 @@ async fn one_deployment_to_agents_and_ssh_targets_in_namespaces() {
     drop(hosts);
     drop(net);
 }
+
+/// An account scoped to environments serves only targets within them.
+#[tokio::test]
+async fn an_account_scoped_to_environments_serves_only_them() {
+    let s = Server::start();
+    s.create_environment("Test").await;
+    s.create_environment("Production").await;
+    let a = s
+        .post(
+            "/api/Spaces-1/accounts",
+            json!({"AccountType": "UsernamePassword", "Name": "prod only", "Username": "u",
+                   "Password": {"HasValue": true, "NewValue": "x-secret-x"}, "EnvironmentIds": ["Production"]}),
+        )
+        .await;
+    let endpoint = json!({"CommunicationStyle": "Ssh", "Host": "10.1.2.3", "Port": 22,
+        "Fingerprint": format!("SHA256:{}", "A".repeat(43)), "AccountId": a["Id"]});
+    let (status, body) = s
+        .request(
+            "POST",
+            "/api/Spaces-1/machines",
+            Some(json!({"Name": "t1", "EnvironmentIds": ["Test"], "Roles": ["web"], "Endpoint": endpoint})),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("may be used only in the environments"),
+        "{body}"
+    );
+    let (status, body) = s
+        .request(
+            "POST",
+            "/api/Spaces-1/machines",
+            Some(json!({"Name": "t2", "EnvironmentIds": ["Production"], "Roles": ["web"], "Endpoint": endpoint})),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{body}");
+}

@@ -508,6 +508,7 @@ async fn validate_ssh(
     errors: &mut Vec<String>,
 ) -> ApiResult<()> {
     let top_uri = m.uri.trim().to_string();
+    let target_envs = m.environment_ids.clone();
     let ep = &mut m.endpoint;
     let mut host = ep.host.as_deref().unwrap_or_default().trim().to_string();
     let mut port = ep.port;
@@ -560,7 +561,29 @@ async fn validate_ssh(
                 if a.account_type == super::accounts::SSH_KEY_PAIR
                     || a.account_type == super::accounts::USERNAME_PASSWORD =>
             {
-                ep.account_id = Some(a.id);
+                // An account scoped to environments serves only targets within them.
+                let outside: Vec<&String> = if a.environment_ids.is_empty() {
+                    Vec::new()
+                } else {
+                    target_envs
+                        .iter()
+                        .filter(|e| !a.environment_ids.contains(e))
+                        .collect()
+                };
+                if outside.is_empty() {
+                    ep.account_id = Some(a.id);
+                } else {
+                    errors.push(format!(
+                        "Endpoint.AccountId: the account '{}' may be used only in the environments {}; this target is also in {}",
+                        a.name,
+                        a.environment_ids.join(", "),
+                        outside
+                            .iter()
+                            .map(|e| e.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
             }
             Some((_, a)) => errors.push(format!(
                 "Endpoint.AccountId: the account '{}' is a {} account; SSH targets need an SshKeyPair or UsernamePassword account",
