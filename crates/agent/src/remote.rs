@@ -290,18 +290,20 @@ impl AgentTarget {
                 let mut file = tokio::fs::File::open(&pkg.source)
                     .await
                     .map_err(|e| RpcError::Protocol(format!("could not read the package: {e}")))?;
-                let mut buf = vec![0u8; CHUNK];
                 loop {
+                    // A fresh buffer per chunk: it moves into the message without a copy.
+                    let mut buf = vec![0u8; CHUNK];
                     let n = read_full(&mut file, &mut buf).await.map_err(|e| {
                         RpcError::Protocol(format!("could not read the package: {e}"))
                     })?;
                     if n == 0 {
                         break;
                     }
+                    buf.truncate(n);
                     let chunk = Message::UploadChunk(UploadChunk {
                         transfer: transfer.clone(),
                         offset,
-                        data: buf[..n].to_vec(),
+                        data: buf,
                     });
                     self.call(chunk, self.call_timeout()).await?;
                     offset += n as u64;

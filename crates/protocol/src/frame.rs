@@ -49,6 +49,12 @@ pub const BINARY_MAGIC: u8 = 0xB1;
 /// a binary payload: `BINARY_MAGIC`, the length of a JSON header (4 bytes, big-endian), the
 /// header (the envelope with empty `data`), then the raw bytes. Everything else is JSON.
 pub fn encode_payload(env: &Envelope, limit: usize) -> Result<Vec<u8>, FrameError> {
+    encode_with_prefix(env, limit, 0)
+}
+
+/// Encodes into a buffer that starts with `prefix` zero bytes (room for a frame header), so a
+/// frame is built without copying the payload again.
+fn encode_with_prefix(env: &Envelope, limit: usize, prefix: usize) -> Result<Vec<u8>, FrameError> {
     if let Message::UploadChunk(c) = &env.message {
         if !c.data.is_empty() {
             let header_env = Envelope {
@@ -69,7 +75,8 @@ pub fn encode_payload(env: &Envelope, limit: usize) -> Result<Vec<u8>, FrameErro
             if total > limit {
                 return Err(FrameError::TooLarge { len: total, limit });
             }
-            let mut out = Vec::with_capacity(total);
+            let mut out = Vec::with_capacity(prefix + total);
+            out.resize(prefix, 0);
             out.push(BINARY_MAGIC);
             out.extend_from_slice(&hlen.to_be_bytes());
             out.extend_from_slice(&header);
@@ -77,7 +84,20 @@ pub fn encode_payload(env: &Envelope, limit: usize) -> Result<Vec<u8>, FrameErro
             return Ok(out);
         }
     }
-    encode_json(env, limit)
+    let mut out = vec![0u8; prefix];
+    let out_json = WireOut {
+        v: env.v,
+        id: env.id,
+        message: &env.message,
+    };
+    serde_json::to_writer(&mut out, &out_json).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if out.len() - prefix > limit {
+        return Err(FrameError::TooLarge {
+            len: out.len() - prefix,
+            limit,
+        });
+    }
+    Ok(out)
 }
 
 fn encode_json(env: &Envelope, limit: usize) -> Result<Vec<u8>, FrameError> {
@@ -98,14 +118,10 @@ fn encode_json(env: &Envelope, limit: usize) -> Result<Vec<u8>, FrameError> {
 
 /// Encodes an envelope as a length-prefixed frame (for stream transports).
 pub fn encode_frame(env: &Envelope, limit: usize) -> Result<Vec<u8>, FrameError> {
-    let payload = encode_payload(env, limit)?;
-    let len = u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge {
-        len: payload.len(),
-        limit,
-    })?;
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&payload);
+    let mut out = encode_with_prefix(env, limit, HEADER_LEN)?;
+    let len = out.len() - HEADER_LEN;
+    let len = u32::try_from(len).map_err(|_| FrameError::TooLarge { len, limit })?;
+    out[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
     Ok(out)
 }
 
