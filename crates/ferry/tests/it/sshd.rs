@@ -54,8 +54,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Makes the password test user once (idempotent).
+/// Makes the password test user once per test process (tests run in parallel; `useradd` and
+/// `chpasswd` lock /etc/passwd and /etc/shadow).
 pub fn ensure_password_user() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(make_password_user);
+}
+
+fn make_password_user() {
     let exists = Command::new("id")
         .arg(PASSWORD_USER)
         .output()
