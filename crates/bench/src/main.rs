@@ -11,6 +11,7 @@ mod packages;
 mod procfs;
 mod report;
 mod server;
+mod ssh;
 mod timefmt;
 mod variables;
 
@@ -25,6 +26,7 @@ usage: ferry-bench foundation [--ferry PATH] [--runs N] [--deployments N] [--jso
        ferry-bench variables [--runs N]
        ferry-bench packages [--ferry PATH] [--size-mb N]
        ferry-bench agents [--ferry PATH] [--runs N] [--idle N] [--targets N] [--json]
+       ferry-bench ssh [--ferry PATH] [--targets N] [--size-mb M] [--skip-peers] [--json]
 
   --ferry PATH       the ferry binary (default: ferry next to this binary)
   --runs N           cold starts of each kind, new and existing data directory (default 10)
@@ -34,7 +36,13 @@ usage: ferry-bench foundation [--ferry PATH] [--runs N] [--deployments N] [--jso
 agents: in-process listening and polling agents against a real server
   --runs N           deployments per mode for the first-byte figure (default 20)
   --idle N           idle polling agents connected to one server (default 1000)
-  --targets N        polling targets of the package redeploy (default 100)";
+  --targets N        polling targets of the package redeploy (default 100)
+
+ssh: Ferry over SSH beside a plain OpenSSH fan-out (the floor), pyinfra, Ansible and Ferry's
+polling agents, one run, N local sshd instances (run as root: makes the user ferrybench)
+  --targets N        sshd instances, and the parallelism of every tool (default 50)
+  --size-mb M        the incompressible package, in MB (default 50)
+  --skip-peers       do not install or run pyinfra and Ansible";
 
 struct Args {
     options: foundation::Options,
@@ -148,6 +156,9 @@ async fn run() -> anyhow::Result<()> {
     if argv.first().map(String::as_str) == Some("agents") {
         return run_agents(&argv[1..]).await;
     }
+    if argv.first().map(String::as_str) == Some("ssh") {
+        return run_ssh(&argv[1..]).await;
+    }
     let Some(args) = parse_args(argv.into_iter())? else {
         println!("{USAGE}");
         return Ok(());
@@ -245,6 +256,75 @@ async fn run_agents(argv: &[String]) -> anyhow::Result<()> {
             "Ferry agents benchmark, {date}, {cpus} CPUs ({cpu}), release build, agents in-process"
         );
         println!("{}", report::table(&metrics));
+        println!("(took {:.0} s)", began.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// `ferry-bench ssh [--ferry PATH] [--targets N] [--size-mb M] [--skip-peers] [--json]`.
+async fn run_ssh(argv: &[String]) -> anyhow::Result<()> {
+    let mut options = ssh::Options {
+        ferry: PathBuf::new(),
+        targets: 50,
+        size_mb: 50,
+        skip_peers: false,
+    };
+    let mut ferry = None;
+    let mut json = false;
+    let mut args = argv.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--ferry" => ferry = Some(PathBuf::from(value("--ferry")?)),
+            "--targets" => options.targets = positive(&value("--targets")?, "--targets")?,
+            "--size-mb" => options.size_mb = positive(&value("--size-mb")?, "--size-mb")? as u64,
+            "--skip-peers" => options.skip_peers = true,
+            "--json" => json = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown option '{other}'\n{USAGE}"),
+        }
+    }
+    options.ferry = match ferry {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .context("cannot tell where this binary is; pass --ferry PATH")?
+            .with_file_name("ferry"),
+    };
+    let began = Instant::now();
+    let progress = |m: &str| eprintln!("[{:5.1} s] {m}", began.elapsed().as_secs_f64());
+    let outcome = ssh::run(&options, &progress).await?;
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let date = timefmt::today_utc();
+    let cpu = procfs::cpu_model();
+    if json {
+        let document = json!({
+            "benchmark": "ssh",
+            "date": date,
+            "ferry": options.ferry.display().to_string(),
+            "machine": { "cpus": cpus, "cpu_model": cpu, "kernel": procfs::kernel() },
+            "targets": options.targets,
+            "size_mb": options.size_mb,
+            "metrics": ssh::json_rows(&outcome.rows),
+            "notes": outcome.notes,
+            "elapsed_s": began.elapsed().as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        println!(
+            "Ferry ssh benchmark, {date}, {cpus} CPUs ({cpu}), release build, {} targets x {} MB, all on loopback",
+            options.targets, options.size_mb
+        );
+        println!("{}", ssh::table(&outcome.rows));
+        for note in &outcome.notes {
+            println!("- {note}");
+        }
         println!("(took {:.0} s)", began.elapsed().as_secs_f64());
     }
     Ok(())
