@@ -15,7 +15,6 @@ use ferry_protocol::{
     PackageBasisReply, PackageCacheLookup, PackageOp, PackageStage, PackageStageReply, ScriptState,
     StartScript, Stream as WireStream, Syntax as WireSyntax, UploadBegin, UploadChunk, UploadEnd,
 };
-use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{AgentEndpoint, AgentHub};
@@ -287,13 +286,25 @@ impl AgentTarget {
                 }
             }
             None => {
-                let mut file = tokio::fs::File::open(&pkg.source)
-                    .await
-                    .map_err(|e| RpcError::Protocol(format!("could not read the package: {e}")))?;
+                let mut file =
+                    Some(std::fs::File::open(&pkg.source).map_err(|e| {
+                        RpcError::Protocol(format!("could not read the package: {e}"))
+                    })?);
                 loop {
-                    // A fresh buffer per chunk: it moves into the message without a copy.
-                    let mut buf = vec![0u8; CHUNK];
-                    let n = read_full(&mut file, &mut buf).await.map_err(|e| {
+                    // Read on a blocking thread straight into a fresh buffer, which then moves
+                    // into the message: no intermediate copies.
+                    let Some(f) = file.take() else { break };
+                    let (f, buf, n) = tokio::task::spawn_blocking(move || {
+                        let mut f = f;
+                        let mut buf = vec![0u8; CHUNK];
+                        let n = read_full(&mut f, &mut buf);
+                        (f, buf, n)
+                    })
+                    .await
+                    .map_err(|e| RpcError::Protocol(e.to_string()))?;
+                    file = Some(f);
+                    let mut buf = buf;
+                    let n = n.map_err(|e| {
                         RpcError::Protocol(format!("could not read the package: {e}"))
                     })?;
                     if n == 0 {
@@ -360,10 +371,11 @@ impl AgentTarget {
     }
 }
 
-async fn read_full(f: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
     let mut n = 0;
     while n < buf.len() {
-        let r = f.read(&mut buf[n..]).await?;
+        let r = f.read(&mut buf[n..])?;
         if r == 0 {
             break;
         }

@@ -137,9 +137,12 @@ where
     });
     tokio::spawn(async move {
         while let Some(env) = out_rx.recv().await {
-            match ferry_protocol::encode_frame(&env, DEFAULT_MAX_FRAME) {
-                Ok(bytes) => {
-                    if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+            match ferry_protocol::encode_frame_split(env, DEFAULT_MAX_FRAME) {
+                Ok((head, tail)) => {
+                    if writer.write_all(&head).await.is_err()
+                        || (!tail.is_empty() && writer.write_all(&tail).await.is_err())
+                        || writer.flush().await.is_err()
+                    {
                         break;
                     }
                 }

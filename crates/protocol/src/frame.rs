@@ -116,6 +116,51 @@ fn encode_json(env: &Envelope, limit: usize) -> Result<Vec<u8>, FrameError> {
     Ok(bytes)
 }
 
+/// Encodes an envelope as a length-prefixed frame in two parts, head and tail, to be written
+/// one after the other: an upload chunk's data (the tail) is moved out of the envelope rather
+/// than copied into the frame. Everything else is all head.
+pub fn encode_frame_split(env: Envelope, limit: usize) -> Result<(Vec<u8>, Vec<u8>), FrameError> {
+    let Envelope { v, id, message } = env;
+    match message {
+        Message::UploadChunk(mut c) if !c.data.is_empty() => {
+            let data = std::mem::take(&mut c.data);
+            let header = encode_json(
+                &Envelope {
+                    v,
+                    id,
+                    message: Message::UploadChunk(c),
+                },
+                limit,
+            )?;
+            let payload_len = 1 + HEADER_LEN + header.len() + data.len();
+            if payload_len > limit {
+                return Err(FrameError::TooLarge {
+                    len: payload_len,
+                    limit,
+                });
+            }
+            let len = u32::try_from(payload_len).map_err(|_| FrameError::TooLarge {
+                len: payload_len,
+                limit,
+            })?;
+            let hlen = u32::try_from(header.len()).map_err(|_| FrameError::TooLarge {
+                len: header.len(),
+                limit,
+            })?;
+            let mut head = Vec::with_capacity(HEADER_LEN + 1 + HEADER_LEN + header.len());
+            head.extend_from_slice(&len.to_be_bytes());
+            head.push(BINARY_MAGIC);
+            head.extend_from_slice(&hlen.to_be_bytes());
+            head.extend_from_slice(&header);
+            Ok((head, data))
+        }
+        message => Ok((
+            encode_frame(&Envelope { v, id, message }, limit)?,
+            Vec::new(),
+        )),
+    }
+}
+
 /// Encodes an envelope as a length-prefixed frame (for stream transports).
 pub fn encode_frame(env: &Envelope, limit: usize) -> Result<Vec<u8>, FrameError> {
     let mut out = encode_with_prefix(env, limit, HEADER_LEN)?;

@@ -9,7 +9,8 @@ pub mod tickets;
 pub mod upload;
 
 pub use frame::{
-    DEFAULT_MAX_FRAME, FrameDecoder, FrameError, decode_payload, encode_frame, encode_payload,
+    DEFAULT_MAX_FRAME, FrameDecoder, FrameError, decode_payload, encode_frame, encode_frame_split,
+    encode_payload,
 };
 pub use message::*;
 pub use tickets::{Canceled, StartAction, Started, Tickets, TicketsConfig};

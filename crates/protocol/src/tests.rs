@@ -669,3 +669,27 @@ proptest! {
         prop_assert_eq!(done.sha256, sha(&data));
     }
 }
+
+#[test]
+fn split_frames_equal_whole_frames() {
+    for env in [
+        Envelope::new(
+            9,
+            Message::UploadChunk(UploadChunk {
+                transfer: "t".into(),
+                offset: 3,
+                data: vec![7u8; 5000],
+            }),
+        ),
+        Envelope::new(1, Message::Health),
+    ] {
+        let whole = encode_frame(&env, DEFAULT_MAX_FRAME).unwrap();
+        let (head, tail) =
+            crate::frame::encode_frame_split(env.clone(), DEFAULT_MAX_FRAME).unwrap();
+        let mut joined = head;
+        joined.extend_from_slice(&tail);
+        assert_eq!(joined, whole);
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        assert_eq!(dec.feed(&joined).unwrap(), vec![env]);
+    }
+}

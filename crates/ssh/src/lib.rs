@@ -15,7 +15,7 @@ use ferry_agent::remote::Connector;
 use ferry_agent::rpc::{RpcConn, RpcError};
 use ferry_agent::serve::BoxFuture;
 use ferry_agent::wire;
-use ferry_protocol::{DEFAULT_MAX_FRAME, Envelope, FrameDecoder, encode_frame};
+use ferry_protocol::{DEFAULT_MAX_FRAME, Envelope, FrameDecoder};
 use russh::ChannelMsg;
 use russh::client;
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg};
@@ -443,9 +443,12 @@ fn pump(channel: russh::Channel<client::Msg>, peer: String) -> RpcConn {
     let mut writer = write_half.make_writer();
     tokio::spawn(async move {
         while let Some(env) = out_rx.recv().await {
-            match encode_frame(&env, DEFAULT_MAX_FRAME) {
-                Ok(bytes) => {
-                    if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+            match ferry_protocol::encode_frame_split(env, DEFAULT_MAX_FRAME) {
+                Ok((head, tail)) => {
+                    if writer.write_all(&head).await.is_err()
+                        || (!tail.is_empty() && writer.write_all(&tail).await.is_err())
+                        || writer.flush().await.is_err()
+                    {
                         break;
                     }
                 }
