@@ -730,3 +730,47 @@ async fn an_agent_registered_as_a_worker_runs_the_steps_of_its_pool() {
     assert!(log.contains("Empty Pool"), "{log}");
     assert_eq!(agent.scripts_started(), 1);
 }
+
+/// A step with roles that runs on a worker runs once per matching target, on the worker, with
+/// each target's variables; the log names both.
+#[tokio::test]
+async fn a_worker_step_on_behalf_of_a_role_runs_once_per_target() {
+    let s = Server::start();
+    s.create_environment("Dev").await;
+    let pool = id(&s.post(POOLS, json!({"Name": "Runners"})).await);
+    let (mut worker, _) = WorkerAgent::register(&s, "runner-1", &["Runners"]);
+    worker.start();
+    // Two deployment targets with the role (never started: the step does not touch them).
+    for name in ["db-a", "db-b"] {
+        s.post(
+            "/api/Spaces-1/machines",
+            json!({"Name": name, "EnvironmentIds": ["Dev"], "Roles": ["db"],
+                   "Endpoint": {"CommunicationStyle": "TentaclePassive",
+                                "Uri": "https://127.0.0.1:9/", "Thumbprint": thumb(if name == "db-a" { 'A' } else { 'B' })}}),
+        )
+        .await;
+    }
+    s.create_project("Migrate").await;
+    s.put(
+        "/api/Spaces-1/projects/Migrate/deploymentprocesses",
+        json!({"Steps": [{"Name": "Migrate", "Properties": {"Octopus.Action.TargetRoles": "db"},
+            "Actions": [{"Name": "Migrate", "ActionType": "Octopus.Script", "WorkerPoolId": pool,
+                "Properties": {"Octopus.Action.Script.ScriptBody": "echo \"migrating $(get_octopusvariable Octopus.Machine.Name) from $PWD\"",
+                    "Octopus.Action.Script.Syntax": "Bash", "Octopus.Action.RunOnServer": "true"}}]}]}),
+    )
+    .await;
+    s.create_release("Migrate", "1.0.0").await;
+    let task = s.deploy("Migrate", "1.0.0", "Dev").await;
+    let t = s.wait_task(&task, Duration::from_secs(60)).await;
+    let log = s.raw(&format!("/api/tasks/{task}/raw")).await;
+    assert_eq!(t["State"], "Success", "{log}");
+    let wd = worker.dir.display().to_string();
+    for name in ["db-a", "db-b"] {
+        assert!(
+            log.contains(&format!("migrating {name} from {wd}")),
+            "{name}: {log}"
+        );
+        assert!(log.contains(&format!("{name} (on runner-1)")), "{log}");
+    }
+    assert_eq!(worker.scripts_started(), 2);
+}
