@@ -296,8 +296,8 @@ impl AgentTarget {
                     let Some(f) = file.take() else { break };
                     let (f, buf, n) = tokio::task::spawn_blocking(move || {
                         let mut f = f;
-                        let mut buf = vec![0u8; CHUNK];
-                        let n = read_full(&mut f, &mut buf);
+                        let mut buf = Vec::with_capacity(CHUNK);
+                        let n = read_chunk(&mut f, &mut buf);
                         (f, buf, n)
                     })
                     .await
@@ -340,7 +340,7 @@ impl AgentTarget {
 
     /// A delta against the newest earlier version of the package on the target, when there
     /// is one and the delta is clearly smaller than the file.
-    async fn try_delta(&self, pkg: &PackageFile) -> Option<(String, Vec<u8>)> {
+    async fn try_delta(&self, pkg: &PackageFile) -> Option<(String, Arc<Vec<u8>>)> {
         let reply = self
             .call(
                 Message::PackageBasis(PackageBasis {
@@ -354,35 +354,56 @@ impl AgentTarget {
         let Message::PackageBasisReply(PackageBasisReply { basis: Some(basis) }) = reply else {
             return None;
         };
-        let source = pkg.source.clone();
-        let size = pkg.size;
-        let delta = tokio::task::spawn_blocking(move || -> Option<Vec<u8>> {
-            let data = std::fs::read(&source).ok()?;
-            let sig = fast_rsync::Signature::deserialize(basis.signature).ok()?;
-            let mut out = Vec::new();
-            fast_rsync::diff(&sig.index(), &data, &mut out).ok()?;
-            // Not worth it unless clearly smaller than the whole file.
-            ((out.len() as u64) < size.saturating_mul(9) / 10).then_some(out)
-        })
-        .await
-        .ok()
-        .flatten()?;
-        Some((basis.sha256, delta))
+        let key = (basis.sha256.clone(), pkg.sha256.clone());
+        let cached = delta_cache()
+            .lock()
+            .ok()
+            .and_then(|c| c.iter().find(|(k, _)| *k == key).map(|(_, d)| d.clone()));
+        let delta = match cached {
+            Some(d) => d,
+            None => {
+                let source = pkg.source.clone();
+                let size = pkg.size;
+                let d = tokio::task::spawn_blocking(move || -> Option<Vec<u8>> {
+                    let data = std::fs::read(&source).ok()?;
+                    let sig = fast_rsync::Signature::deserialize(basis.signature).ok()?;
+                    let mut out = Vec::new();
+                    fast_rsync::diff(&sig.index(), &data, &mut out).ok()?;
+                    // Not worth it unless clearly smaller than the whole file.
+                    ((out.len() as u64) < size.saturating_mul(9) / 10).then_some(out)
+                })
+                .await
+                .ok()
+                .flatten()?;
+                let d = Arc::new(d);
+                if let Ok(mut c) = delta_cache().lock() {
+                    c.retain(|(k, _)| *k != key);
+                    c.insert(0, (key.clone(), d.clone()));
+                    c.truncate(DELTA_CACHE_ENTRIES);
+                }
+                d
+            }
+        };
+        Some((key.0, delta))
     }
 }
 
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads up to `CHUNK` bytes into `buf`'s spare capacity (no zero-filling).
+fn read_chunk(f: &mut std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     use std::io::Read;
-    let mut n = 0;
-    while n < buf.len() {
-        let r = f.read(&mut buf[n..])?;
-        if r == 0 {
-            break;
-        }
-        n += r;
-    }
-    Ok(n)
+    f.take(CHUNK as u64).read_to_end(buf)
 }
+
+/// Deltas already computed, by (basis, new file): a fan-out to many targets holding the same
+/// earlier version computes the delta once.
+fn delta_cache() -> &'static std::sync::Mutex<Vec<((String, String), Arc<Vec<u8>>)>> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<Vec<((String, String), Arc<Vec<u8>>)>>> =
+        std::sync::OnceLock::new();
+    CACHE.get_or_init(|| std::sync::Mutex::new(Vec::new()))
+}
+
+/// How many deltas are kept (most recent first).
+const DELTA_CACHE_ENTRIES: usize = 4;
 
 fn err(e: RpcError) -> TargetError {
     TargetError::Other(e.to_string())
