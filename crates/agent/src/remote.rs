@@ -396,9 +396,10 @@ fn read_chunk(f: &mut std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<usize
 
 /// Deltas already computed, by (basis, new file): a fan-out to many targets holding the same
 /// earlier version computes the delta once.
-fn delta_cache() -> &'static std::sync::Mutex<Vec<((String, String), Arc<Vec<u8>>)>> {
-    static CACHE: std::sync::OnceLock<std::sync::Mutex<Vec<((String, String), Arc<Vec<u8>>)>>> =
-        std::sync::OnceLock::new();
+type DeltaCache = std::sync::Mutex<Vec<((String, String), Arc<Vec<u8>>)>>;
+
+fn delta_cache() -> &'static DeltaCache {
+    static CACHE: std::sync::OnceLock<DeltaCache> = std::sync::OnceLock::new();
     CACHE.get_or_init(|| std::sync::Mutex::new(Vec::new()))
 }
 
