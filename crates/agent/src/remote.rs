@@ -355,35 +355,36 @@ impl AgentTarget {
             return None;
         };
         let key = (basis.sha256.clone(), pkg.sha256.clone());
-        let cached = delta_cache()
-            .lock()
-            .ok()
-            .and_then(|c| c.iter().find(|(k, _)| *k == key).map(|(_, d)| d.clone()));
-        let delta = match cached {
-            Some(d) => d,
-            None => {
-                let source = pkg.source.clone();
-                let size = pkg.size;
-                let d = tokio::task::spawn_blocking(move || -> Option<Vec<u8>> {
+        let cell = {
+            let mut c = delta_cache().lock().ok()?;
+            match c.iter().find(|(k, _)| *k == key) {
+                Some((_, cell)) => cell.clone(),
+                None => {
+                    let cell: DeltaCell = Arc::new(tokio::sync::OnceCell::new());
+                    c.insert(0, (key.clone(), cell.clone()));
+                    c.truncate(DELTA_CACHE_ENTRIES);
+                    cell
+                }
+            }
+        };
+        let source = pkg.source.clone();
+        let size = pkg.size;
+        let delta = cell
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || -> Option<Arc<Vec<u8>>> {
                     let data = std::fs::read(&source).ok()?;
                     let sig = fast_rsync::Signature::deserialize(basis.signature).ok()?;
                     let mut out = Vec::new();
                     fast_rsync::diff(&sig.index(), &data, &mut out).ok()?;
                     // Not worth it unless clearly smaller than the whole file.
-                    ((out.len() as u64) < size.saturating_mul(9) / 10).then_some(out)
+                    ((out.len() as u64) < size.saturating_mul(9) / 10).then(|| Arc::new(out))
                 })
                 .await
                 .ok()
-                .flatten()?;
-                let d = Arc::new(d);
-                if let Ok(mut c) = delta_cache().lock() {
-                    c.retain(|(k, _)| *k != key);
-                    c.insert(0, (key.clone(), d.clone()));
-                    c.truncate(DELTA_CACHE_ENTRIES);
-                }
-                d
-            }
-        };
+                .flatten()
+            })
+            .await
+            .clone()?;
         Some((key.0, delta))
     }
 }
@@ -396,7 +397,9 @@ fn read_chunk(f: &mut std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<usize
 
 /// Deltas already computed, by (basis, new file): a fan-out to many targets holding the same
 /// earlier version computes the delta once.
-type DeltaCache = std::sync::Mutex<Vec<((String, String), Arc<Vec<u8>>)>>;
+/// One cell per (basis, new file): the first target computes the delta, the others wait for it.
+type DeltaCell = Arc<tokio::sync::OnceCell<Option<Arc<Vec<u8>>>>>;
+type DeltaCache = std::sync::Mutex<Vec<((String, String), DeltaCell)>>;
 
 fn delta_cache() -> &'static DeltaCache {
     static CACHE: std::sync::OnceLock<DeltaCache> = std::sync::OnceLock::new();
