@@ -19,6 +19,7 @@ use ferry_client::model::{
 };
 use ferry_client::process::{self, EditError, ScriptStep, ScriptSyntax};
 use ferry_client::tasklog::{LogCursor, LogEvent};
+use ferry_client::url::segment;
 use ferry_client::variables::{self as vars, ExplainContext, NewValue};
 use ferry_client::{Client, ClientError};
 use serde_json::Value;
@@ -392,6 +393,18 @@ pub enum ReleaseCommand {
     },
     /// Deploy a release to one or more environments
     Deploy(DeployArgs),
+    /// Show what changed between two releases of a project (packages, steps, variables)
+    Diff {
+        /// Project, by name, slug or id
+        #[arg(long)]
+        project: String,
+        /// Version of the earlier release
+        #[arg(value_name = "FROM")]
+        from: String,
+        /// Version of the later release
+        #[arg(value_name = "TO")]
+        to: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -1198,7 +1211,189 @@ async fn release(session: &Session, command: ReleaseCommand) -> Result<(), Failu
             }
             wait_for_tasks(session, &tasks, args.timeout, true).await
         }
+        ReleaseCommand::Diff { project, from, to } => {
+            let project = client.project(space, &project).await?;
+            let release_id = |version: String| {
+                let path = format!(
+                    "/api/{}/projects/{}/releases/{}",
+                    segment(space),
+                    segment(&project.id),
+                    segment(&version)
+                );
+                async move {
+                    let release = client.get_json(&path).await?;
+                    Ok::<String, Failure>(
+                        release
+                            .get("Id")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    )
+                }
+            };
+            let from_id = release_id(from).await?;
+            let to_id = release_id(to).await?;
+            let diff = client
+                .get_json(&format!(
+                    "/api/{}/releases/{}/compare/{}",
+                    segment(space),
+                    segment(&from_id),
+                    segment(&to_id)
+                ))
+                .await?;
+            if session.json() {
+                return print_json(&diff);
+            }
+            print_raw(&render_release_diff(&project.name, &diff))
+        }
     }
+}
+
+/// The table form of `GET /releases/{id}/compare/{otherId}`: a section each for packages,
+/// steps and variables, one line per difference marked `+` (added), `-` (removed) or `~`
+/// (changed); `=` marks a sensitive variable whose value was checked and did not change.
+/// Sensitive values are never in the answer, so they cannot be printed.
+fn render_release_diff(project: &str, diff: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let value = |v: &Value| match v {
+        Value::Null => "(no value)".to_owned(),
+        Value::String(s) => format!("\"{s}\""),
+        Value::Object(o) if o.get("Sensitive") == Some(&Value::Bool(true)) => {
+            "(sensitive)".to_owned()
+        }
+        other => other.to_string(),
+    };
+    let list = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut out = format!(
+        "Comparing {project} {} ({}) with {} ({})\n",
+        text(&diff["From"]["Version"]),
+        text(&diff["From"]["Id"]),
+        text(&diff["To"]["Version"]),
+        text(&diff["To"]["Id"])
+    );
+
+    out.push_str("\nPackages\n");
+    let packages = diff["Packages"].as_array().cloned().unwrap_or_default();
+    if packages.is_empty() {
+        out.push_str("  (no changes)\n");
+    }
+    for p in &packages {
+        let mut name = text(&p["ActionName"]);
+        let reference = text(&p["PackageReferenceName"]);
+        if !reference.is_empty() {
+            name.push_str(&format!(" ({reference})"));
+        }
+        let line = match (&p["From"], &p["To"]) {
+            (Value::Null, to) => format!("  + {name}: {}", text(to)),
+            (from, Value::Null) => format!("  - {name}: {}", text(from)),
+            (from, to) => format!("  ~ {name}: {} -> {}", text(from), text(to)),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+
+    out.push_str("\nSteps\n");
+    let steps = &diff["Steps"];
+    let (added, removed, changed) = (
+        list(steps, "Added"),
+        list(steps, "Removed"),
+        list(steps, "Changed"),
+    );
+    if added.is_empty() && removed.is_empty() && changed.is_empty() {
+        out.push_str("  (no changes)\n");
+    }
+    for s in &added {
+        out.push_str(&format!("  + {}\n", text(s)));
+    }
+    for s in &removed {
+        out.push_str(&format!("  - {}\n", text(s)));
+    }
+    for s in &changed {
+        out.push_str(&format!("  ~ {}\n", text(&s["Name"])));
+        for c in list(s, "Changes") {
+            out.push_str(&format!("      {}\n", text(&c)));
+        }
+        for script in list(s, "ScriptDiffs") {
+            for line in list(&script, "Lines") {
+                out.push_str(&format!("          {}\n", text(&line)));
+            }
+            if let Some(more) = script["MoreLines"].as_u64().filter(|m| *m > 0) {
+                out.push_str(&format!("          ... {more} more changed lines\n"));
+            }
+        }
+    }
+
+    out.push_str("\nVariables\n");
+    let variables = &diff["Variables"];
+    let (added, removed, changed, unchanged) = (
+        list(variables, "Added"),
+        list(variables, "Removed"),
+        list(variables, "Changed"),
+        list(variables, "SensitiveUnchanged"),
+    );
+    if added.is_empty() && removed.is_empty() && changed.is_empty() {
+        out.push_str("  (no changes)\n");
+    }
+    let label = |v: &Value| {
+        let mut label = text(&v["Name"]);
+        if let Some(scope) = v["Scope"].as_object().filter(|s| !s.is_empty()) {
+            let parts: Vec<String> = scope
+                .iter()
+                .map(|(k, ids)| {
+                    let ids: Vec<String> = ids
+                        .as_array()
+                        .map(|a| a.iter().map(&text).collect())
+                        .unwrap_or_default();
+                    format!("{k}: {}", ids.join(", "))
+                })
+                .collect();
+            label.push_str(&format!(" [{}]", parts.join("; ")));
+        }
+        let source = text(&v["Source"]);
+        if !source.is_empty() && source != "project" {
+            label.push_str(&format!(" ({source})"));
+        }
+        label
+    };
+    for v in &added {
+        out.push_str(&format!("  + {} = {}\n", label(v), value(&v["Value"])));
+    }
+    for v in &removed {
+        out.push_str(&format!("  - {} = {}\n", label(v), value(&v["Value"])));
+    }
+    for v in &changed {
+        let sensitive = v["From"].is_object() || v["To"].is_object();
+        let what = if sensitive {
+            let verdict = match v["To"]["Changed"] {
+                Value::Bool(true) => "value changed",
+                Value::Bool(false) => "value unchanged",
+                _ => "value could not be compared",
+            };
+            format!("(sensitive) {verdict}")
+        } else {
+            format!("{} -> {}", value(&v["From"]), value(&v["To"]))
+        };
+        let others: Vec<String> = list(v, "Changes")
+            .iter()
+            .map(&text)
+            .filter(|c| c != "Value")
+            .collect();
+        let others = if others.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} changed)", others.join(", "))
+        };
+        out.push_str(&format!("  ~ {}: {what}{others}\n", label(v)));
+    }
+    for v in &unchanged {
+        out.push_str(&format!("  = {}: (sensitive) value unchanged\n", label(v)));
+    }
+    out
 }
 
 // ---- tasks ----

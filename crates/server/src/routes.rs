@@ -15,7 +15,8 @@ use crate::AppState;
 use crate::api::{
     accounts, buildinfo, channels, deployments, environments, events, executions,
     libraryvariablesets, lifecycles, machinepolicies, machines, misc, packages, process,
-    projectgroups, projects, releases, retention, spaces, tasks, variables, workerpools, workers,
+    projectgroups, projects, releasediff, releases, retention, spaces, tasks, variables,
+    workerpools, workers,
 };
 
 /// Octopus's permission names, as far as Ferry's endpoints need them. `Anonymous` endpoints
@@ -968,6 +969,13 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             P::ReleaseView,
             "Where a release may be deployed next",
             releases::progression,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/releases/{id}/compare/{other_id}",
+            P::ReleaseView,
+            "Compare two releases of a project",
+            releasediff::compare,
         )
         .add(
             M::POST,

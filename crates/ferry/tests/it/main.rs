@@ -17,6 +17,7 @@ mod netns;
 mod package_deploy;
 mod packages;
 mod pg;
+mod release_diff;
 mod resilience;
 mod ssh_targets;
 mod sshd;

@@ -18,6 +18,7 @@ pub mod packages;
 pub mod process;
 pub mod projectgroups;
 pub mod projects;
+pub mod releasediff;
 pub mod releases;
 pub mod retention;
 pub mod spaces;
