@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::api::{
-    accounts, buildinfo, channels, deployments, environments, events, executions,
+    accounts, buildinfo, channels, deployments, environments, events, executions, freezes,
     libraryvariablesets, lifecycles, machinepolicies, machines, misc, packages, process,
     projectgroups, projects, releasediff, releases, retention, spaces, tasks, variables,
     workerpools, workers,
@@ -71,6 +71,8 @@ pub enum Permission {
     ReleaseDelete,
     DeploymentView,
     DeploymentCreate,
+    DeploymentFreezeView,
+    DeploymentFreezeAdminister,
     TaskView,
     TaskCancel,
     EventView,
@@ -1019,6 +1021,42 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             P::DeploymentCreate,
             "Deploy a release (executions API)",
             executions::deploy_untenanted,
+        )
+        // Deployment freezes
+        .add(
+            M::GET,
+            "/api/{space_id}/deploymentfreezes",
+            P::DeploymentFreezeView,
+            "List deployment freezes",
+            freezes::list,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/deploymentfreezes",
+            P::DeploymentFreezeAdminister,
+            "Create a deployment freeze",
+            freezes::create,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/deploymentfreezes/{id}",
+            P::DeploymentFreezeView,
+            "Get a deployment freeze",
+            freezes::get,
+        )
+        .add(
+            M::PUT,
+            "/api/{space_id}/deploymentfreezes/{id}",
+            P::DeploymentFreezeAdminister,
+            "Update a deployment freeze",
+            freezes::update,
+        )
+        .add(
+            M::DELETE,
+            "/api/{space_id}/deploymentfreezes/{id}",
+            P::DeploymentFreezeAdminister,
+            "Delete a deployment freeze",
+            freezes::remove,
         )
         // Tasks
         .add(

@@ -12,6 +12,7 @@ mod agents;
 mod api;
 mod cli;
 mod deploy_vars;
+mod freezes;
 mod machines;
 mod netns;
 mod package_deploy;

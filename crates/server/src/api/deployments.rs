@@ -69,6 +69,9 @@ pub struct NewDeployment {
     pub use_guided_failure: bool,
     pub force_package_download: bool,
     pub force_package_redeployment: bool,
+    /// `DeploymentFreezeOverrideReason`: deploy despite an active freeze (needs permission to
+    /// administer freezes; recorded in the audit event).
+    pub freeze_override_reason: Option<String>,
 }
 
 /// Prompted values for a deployment, checked against the release's variable snapshots.
@@ -233,6 +236,16 @@ pub async fn create_deployment(
             ));
         }
     }
+    let overrides = super::freezes::check(
+        st,
+        space,
+        ctx,
+        project,
+        env,
+        nd.queue_time,
+        nd.freeze_override_reason.as_deref(),
+    )
+    .await?;
     let mut tx = st.db.begin().await?;
     let seq = tx.next_seq(C).await?;
     let tseq = tx.next_seq("ServerTasks").await?;
@@ -309,14 +322,29 @@ pub async fn create_deployment(
         created_by: ctx.principal.username.clone(),
     })
     .await?;
+    let mut message = format!("{description} was queued");
+    let mut details = json!({"DeploymentId": d.id, "TaskId": task_id});
+    if !overrides.freezes.is_empty() {
+        message = format!("{message}. {}", overrides.message());
+        details["DeploymentFreezeOverrideReason"] = json!(overrides.reason);
+        details["OverriddenDeploymentFreezes"] = json!(
+            overrides
+                .freezes
+                .iter()
+                .map(|f| json!({"Id": f.id, "Name": f.name, "End": f.end}))
+                .collect::<Vec<_>>()
+        );
+    }
+    let mut related: Vec<&str> = vec![&d.id, &task_id, &release.id, &project.id, &env.id];
+    related.extend(overrides.freezes.iter().map(|f| f.id.as_str()));
     audit(
         &mut tx,
         ctx,
         space,
         "DeploymentQueued",
-        format!("{description} was queued"),
-        &[&d.id, &task_id, &release.id, &project.id, &env.id],
-        json!({"DeploymentId": d.id, "TaskId": task_id}),
+        message,
+        &related,
+        details,
     )
     .await?;
     tx.commit().await?;
@@ -340,6 +368,7 @@ pub struct CreateBody {
     pub force_package_download: bool,
     pub force_package_redeployment: bool,
     pub tenant_id: Option<String>,
+    pub deployment_freeze_override_reason: Option<String>,
 }
 
 /// Parses an optional timestamp field, naming it on error.
@@ -386,6 +415,7 @@ pub async fn create(
         use_guided_failure: b.use_guided_failure,
         force_package_download: b.force_package_download,
         force_package_redeployment: b.force_package_redeployment,
+        freeze_override_reason: b.deployment_freeze_override_reason,
     };
     let d = create_deployment(&st, &space, &ctx, &release, &project, &env, nd).await?;
     Ok((StatusCode::CREATED, Json(render(&space, &d))))

@@ -208,6 +208,16 @@ pub async fn deploy_untenanted(
     // Check every environment before queueing any, so a refusal queues nothing.
     for e in &envs {
         super::deployments::check_lifecycle(&st, &space, &release, &project, e).await?;
+        super::freezes::check(
+            &st,
+            &space,
+            &ctx,
+            &project,
+            e,
+            queue_time,
+            b.deployment_freeze_override_reason.as_deref(),
+        )
+        .await?;
     }
     if b.update_variable_snapshot {
         release = super::releases::update_variables(&st, &space, &ctx, &release.id).await?;
@@ -227,6 +237,7 @@ pub async fn deploy_untenanted(
             use_guided_failure: b.use_guided_failure,
             force_package_download: b.force_package_download,
             force_package_redeployment: b.force_package_redeployment,
+            freeze_override_reason: b.deployment_freeze_override_reason.clone(),
             ..NewDeployment::default()
         };
         let d = create_deployment(&st, &space, &ctx, &release, &project, e, nd).await?;

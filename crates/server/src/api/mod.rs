@@ -9,6 +9,7 @@ pub mod deployments;
 pub mod environments;
 pub mod events;
 pub mod executions;
+pub mod freezes;
 pub mod libraryvariablesets;
 pub mod lifecycles;
 pub mod machinepolicies;
