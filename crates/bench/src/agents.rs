@@ -17,9 +17,10 @@ use ferry_crypto::tls::{Identity, PinSet, Thumbprint};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{Api, ENVIRONMENT, script_step, task_ms};
 use crate::procfs::rss_kib;
 use crate::report::{Metric, max, median};
-use crate::server::{API_KEY, Server};
+use crate::server::Server;
 use crate::timefmt::parse_rfc3339_ms;
 
 /// What to run.
@@ -40,152 +41,8 @@ const TRIVIAL_STEPS: usize = 20;
 const TASK_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long the idle agents may take to connect and answer a health check.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(180);
-const ENVIRONMENT: &str = "Bench";
 
 /// The HTTP side: one client, the server's address and key.
-struct Api {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Api {
-    fn new(url: &str) -> anyhow::Result<Api> {
-        Ok(Api {
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(8)
-                .build()?,
-            url: url.trim_end_matches('/').to_string(),
-        })
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.url))
-            .header("X-Octopus-ApiKey", API_KEY);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            bail!("{method} {path} answered {status}: {text}");
-        }
-        if text.trim().is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&text).with_context(|| format!("{method} {path} answered non-JSON"))
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, path, Some(&body)).await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::PUT, path, Some(&body)).await
-    }
-
-    async fn raw(&self, task: &str) -> anyhow::Result<String> {
-        Ok(self
-            .http
-            .get(format!("{}/api/tasks/{task}/raw", self.url))
-            .header("X-Octopus-ApiKey", API_KEY)
-            .send()
-            .await?
-            .text()
-            .await?)
-    }
-
-    /// Polls a task until it completes; fails (with its log) unless it succeeded.
-    async fn wait_success(&self, task: &str) -> anyhow::Result<Value> {
-        let began = Instant::now();
-        loop {
-            let t = self.get(&format!("/api/tasks/{task}")).await?;
-            if t["IsCompleted"] == json!(true) {
-                if t["State"] != json!("Success") {
-                    let log = self.raw(task).await.unwrap_or_default();
-                    bail!("task {task} ended as {}; its log:\n{log}", t["State"]);
-                }
-                return Ok(t);
-            }
-            if began.elapsed() > TASK_TIMEOUT {
-                bail!("task {task} did not complete within {TASK_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn create_release(&self, project: &str, version: &str) -> anyhow::Result<()> {
-        self.post(
-            "/api/Spaces-1/releases/create/v1",
-            json!({"ProjectName": project, "ReleaseVersion": version}),
-        )
-        .await
-        .with_context(|| format!("cannot create release {version} of {project}"))?;
-        Ok(())
-    }
-
-    /// Deploys an existing release and returns its task id (without waiting).
-    async fn deploy(&self, project: &str, version: &str) -> anyhow::Result<String> {
-        let created = self
-            .post(
-                "/api/Spaces-1/deployments/create/untenanted/v1",
-                json!({"ProjectName": project, "ReleaseVersion": version,
-                       "EnvironmentNames": [ENVIRONMENT]}),
-            )
-            .await
-            .with_context(|| format!("cannot deploy release {version} of {project}"))?;
-        Ok(created["DeploymentServerTasks"][0]["ServerTaskId"]
-            .as_str()
-            .with_context(|| format!("the deploy call answered without a ServerTaskId: {created}"))?
-            .to_string())
-    }
-
-    async fn project(&self, name: &str, steps: Vec<Value>) -> anyhow::Result<()> {
-        self.post("/api/Spaces-1/projects", json!({"Name": name}))
-            .await
-            .with_context(|| format!("cannot create project {name}"))?;
-        self.put(
-            &format!("/api/Spaces-1/projects/{name}/deploymentprocesses"),
-            json!({"Steps": steps}),
-        )
-        .await
-        .with_context(|| format!("cannot set the process of {name}"))?;
-        Ok(())
-    }
-}
-
-/// A bash step on the targets with `role`.
-fn script_step(name: &str, role: &str, body: &str) -> Value {
-    json!({"Name": name, "Properties": {"Octopus.Action.TargetRoles": role},
-        "Actions": [{"Name": name, "ActionType": "Octopus.Script", "Properties": {
-            "Octopus.Action.Script.ScriptBody": body, "Octopus.Action.Script.Syntax": "Bash"}}]})
-}
-
-/// Task `StartTime` to `CompletedTime`, in ms.
-fn task_ms(task: &Value) -> anyhow::Result<f64> {
-    let time = |field: &str| {
-        task[field]
-            .as_str()
-            .and_then(parse_rfc3339_ms)
-            .with_context(|| format!("the task has no readable {field}: {task}"))
-    };
-    Ok((time("CompletedTime")? - time("StartTime")?) as f64)
-}
-
 /// A server and the agents talking to it.
 struct Fleet {
     server: Server,
@@ -208,7 +65,7 @@ impl Fleet {
     ) -> anyhow::Result<Fleet> {
         std::fs::create_dir_all(dir.join("data"))?;
         let (server, _) = Server::start(ferry, &dir.join("data"), &dir.join("server.log")).await?;
-        let api = Api::new(&server.url)?;
+        let api = Api::new(&server.url, TASK_TIMEOUT)?;
         let cert = api.get("/api/certificates/certificate-global").await?;
         let server_thumbprint: Thumbprint = cert["Thumbprint"]
             .as_str()
@@ -614,7 +471,7 @@ async fn deployments(
     let package = fleet.dir.join("Bench.Site.1.0.0.zip");
     ferry_packages::archive::pack(&src, &package, ferry_packages::filename::PackageFormat::Zip)?;
     let package_bytes = std::fs::metadata(&package)?.len();
-    push(&fleet.api, &package).await?;
+    fleet.api.push(&package).await?;
     fleet
         .api
         .project(
@@ -746,32 +603,6 @@ async fn idle(
 }
 
 /// Pushes a package file to the built-in feed.
-async fn push(api: &Api, file: &Path) -> anyhow::Result<()> {
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let bytes = tokio::fs::read(file).await?;
-    let part = reqwest::multipart::Part::bytes(bytes).file_name(name);
-    let form = reqwest::multipart::Form::new().part("fileToUpload", part);
-    let response = api
-        .http
-        .post(format!("{}/api/Spaces-1/packages/raw", api.url))
-        .header("X-Octopus-ApiKey", API_KEY)
-        .multipart(form)
-        .send()
-        .await?;
-    let status = response.status();
-    if !status.is_success() {
-        bail!(
-            "pushing {} answered {status}: {}",
-            file.display(),
-            response.text().await.unwrap_or_default()
-        );
-    }
-    Ok(())
-}
-
 /// Where a deployment's time went: each step's span and its slowest target, in ms.
 async fn step_spans(api: &Api, task: &str) -> anyhow::Result<String> {
     let details = api.get(&format!("/api/tasks/{task}/details")).await?;

@@ -6,6 +6,7 @@
 //! `docs/PERFORMANCE.md` for the figures and how to read them.
 
 mod agents;
+mod api;
 mod foundation;
 mod packages;
 mod procfs;

@@ -25,8 +25,9 @@ use ferry_crypto::tls::{Identity, PinSet, Thumbprint};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{Api, ENVIRONMENT, script_step, task_ms};
 use crate::report::median;
-use crate::server::{API_KEY, Server};
+use crate::server::Server;
 use crate::timefmt::parse_rfc3339_ms;
 
 /// What to run.
@@ -48,7 +49,6 @@ const CLIENT_KEX: &str = "curve25519-sha256";
 /// aes128-gcm), paramiko 4 offers the AES modes only, so aes256-gcm is the common choice
 /// (AES-NI on this machine).
 const CIPHER: &str = "aes256-gcm@openssh.com";
-const ENVIRONMENT: &str = "Bench";
 const TASK_TIMEOUT: Duration = Duration::from_secs(900);
 const TRIVIAL_STEPS: usize = 20;
 const TRIVIAL_TARGETS: usize = 10;
@@ -595,160 +595,7 @@ fn make_packages(dir: &Path, size_mb: u64) -> anyhow::Result<Packages> {
 // ---------------------------------------------------------------------------------------------
 // The server's API.
 
-struct Api {
-    http: reqwest::Client,
-    url: String,
-}
-
 impl Api {
-    fn new(url: &str) -> anyhow::Result<Api> {
-        Ok(Api {
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(8)
-                .build()?,
-            url: url.trim_end_matches('/').to_string(),
-        })
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.url))
-            .header("X-Octopus-ApiKey", API_KEY);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            bail!("{method} {path} answered {status}: {text}");
-        }
-        if text.trim().is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&text).with_context(|| format!("{method} {path} answered non-JSON"))
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, path, Some(&body)).await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::PUT, path, Some(&body)).await
-    }
-
-    async fn raw(&self, task: &str) -> anyhow::Result<String> {
-        Ok(self
-            .http
-            .get(format!("{}/api/tasks/{task}/raw", self.url))
-            .header("X-Octopus-ApiKey", API_KEY)
-            .send()
-            .await?
-            .text()
-            .await?)
-    }
-
-    async fn wait_success(&self, task: &str) -> anyhow::Result<Value> {
-        let began = Instant::now();
-        loop {
-            let t = self.get(&format!("/api/tasks/{task}")).await?;
-            if t["IsCompleted"] == json!(true) {
-                if t["State"] != json!("Success") {
-                    let log = self.raw(task).await.unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                    let tail: Vec<&str> = tail.into_iter().rev().collect();
-                    bail!(
-                        "task {task} ended as {}; the end of its log:\n{}",
-                        t["State"],
-                        tail.join("\n")
-                    );
-                }
-                return Ok(t);
-            }
-            if began.elapsed() > TASK_TIMEOUT {
-                bail!("task {task} did not complete within {TASK_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn create_release(&self, project: &str, version: &str) -> anyhow::Result<()> {
-        self.post(
-            "/api/Spaces-1/releases/create/v1",
-            json!({"ProjectName": project, "ReleaseVersion": version}),
-        )
-        .await
-        .with_context(|| format!("cannot create release {version} of {project}"))?;
-        Ok(())
-    }
-
-    async fn deploy(&self, project: &str, version: &str) -> anyhow::Result<String> {
-        let created = self
-            .post(
-                "/api/Spaces-1/deployments/create/untenanted/v1",
-                json!({"ProjectName": project, "ReleaseVersion": version,
-                       "EnvironmentNames": [ENVIRONMENT]}),
-            )
-            .await
-            .with_context(|| format!("cannot deploy release {version} of {project}"))?;
-        Ok(created["DeploymentServerTasks"][0]["ServerTaskId"]
-            .as_str()
-            .with_context(|| format!("the deploy call answered without a ServerTaskId: {created}"))?
-            .to_string())
-    }
-
-    async fn project(&self, name: &str, steps: Vec<Value>) -> anyhow::Result<()> {
-        self.post("/api/Spaces-1/projects", json!({"Name": name}))
-            .await
-            .with_context(|| format!("cannot create project {name}"))?;
-        self.put(
-            &format!("/api/Spaces-1/projects/{name}/deploymentprocesses"),
-            json!({"Steps": steps}),
-        )
-        .await
-        .with_context(|| format!("cannot set the process of {name}"))?;
-        Ok(())
-    }
-
-    async fn push(&self, file: &Path) -> anyhow::Result<()> {
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let bytes = tokio::fs::read(file).await?;
-        let part = reqwest::multipart::Part::bytes(bytes).file_name(name);
-        let form = reqwest::multipart::Form::new().part("fileToUpload", part);
-        let response = self
-            .http
-            .post(format!("{}/api/Spaces-1/packages/raw", self.url))
-            .header("X-Octopus-ApiKey", API_KEY)
-            .multipart(form)
-            .send()
-            .await?;
-        let status = response.status();
-        if !status.is_success() {
-            bail!(
-                "pushing {} answered {status}: {}",
-                file.display(),
-                response.text().await.unwrap_or_default()
-            );
-        }
-        Ok(())
-    }
-
     /// Creates release `version` of `project` and deploys it; returns the task, its log and
     /// the wall time from the deploy call to seeing the task complete.
     async fn release_and_deploy(
@@ -774,22 +621,6 @@ fn package_step(package_id: &str) -> Value {
             "Octopus.Action.Package.FeedId": "feeds-builtin",
             "Octopus.Action.EnabledFeatures": "Octopus.Features.CustomScripts",
             "Octopus.Action.CustomScripts.PostDeploy.sh": HOOK}}]})
-}
-
-fn script_step(name: &str, role: &str, body: &str) -> Value {
-    json!({"Name": name, "Properties": {"Octopus.Action.TargetRoles": role},
-        "Actions": [{"Name": name, "ActionType": "Octopus.Script", "Properties": {
-            "Octopus.Action.Script.ScriptBody": body, "Octopus.Action.Script.Syntax": "Bash"}}]})
-}
-
-fn task_ms(task: &Value) -> anyhow::Result<f64> {
-    let time = |field: &str| {
-        task[field]
-            .as_str()
-            .and_then(parse_rfc3339_ms)
-            .with_context(|| format!("the task has no readable {field}: {task}"))
-    };
-    Ok((time("CompletedTime")? - time("StartTime")?) as f64)
 }
 
 async fn environment(api: &Api) -> anyhow::Result<String> {
@@ -1072,7 +903,7 @@ async fn ferry_ssh(
 ) -> anyhow::Result<()> {
     let n = options.targets;
     let mb = options.size_mb;
-    let api = Api::new(&server.url)?;
+    let api = Api::new(&server.url, TASK_TIMEOUT)?;
     let env = environment(&api).await?;
     let key = std::fs::read(&targets.key)?;
     let account = api
@@ -1700,7 +1531,7 @@ async fn agents_inner(
 ) -> anyhow::Result<Vec<Row>> {
     let n = options.targets;
     let mb = options.size_mb;
-    let api = Api::new(&server.url)?;
+    let api = Api::new(&server.url, TASK_TIMEOUT)?;
     let env = environment(&api).await?;
     let cert = api.get("/api/certificates/certificate-global").await?;
     let thumbprint: Thumbprint = cert["Thumbprint"]
