@@ -481,13 +481,19 @@ impl Runtime {
     async fn basis(&self, req: ferry_protocol::PackageBasis) -> Message {
         let dir = self.roots().package_cache.clone();
         let r = tokio::task::spawn_blocking(move || -> Option<ferry_protocol::BasisInfo> {
+            // One listing of the cache: `.meta` files name the package, the file beside each
+            // (same SHA-256 prefix) is the package itself.
+            let entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .collect();
             let mut best: Option<(u64, PathBuf, String)> = None;
-            for e in std::fs::read_dir(&dir).ok()?.flatten() {
-                let p = e.path();
-                if p.extension().and_then(|x| x.to_str()) != Some("meta") {
-                    continue;
-                }
-                let Ok(text) = std::fs::read_to_string(&p) else {
+            for p in entries
+                .iter()
+                .filter(|p| p.extension().is_some_and(|x| x == "meta"))
+            {
+                let Ok(text) = std::fs::read_to_string(p) else {
                     continue;
                 };
                 let Ok(meta) = serde_json::from_str::<CacheMeta>(&text) else {
@@ -501,21 +507,16 @@ impl Runtime {
                 if sha == req.exclude_sha256 || !ferry_protocol::is_sha256_hex(&sha) {
                     continue;
                 }
-                // The package file is the one beside the .meta with the same stem.
-                let file = std::fs::read_dir(&dir)
-                    .ok()?
-                    .flatten()
-                    .map(|f| f.path())
-                    .find(|f| {
-                        let n = f
-                            .file_name()
-                            .map(|n| n.to_string_lossy().to_string())
-                            .unwrap_or_default();
-                        n.starts_with(&sha) && !n.ends_with(".meta") && !n.ends_with(".partial")
-                    });
+                let file = entries.iter().find(|f| {
+                    let n = f
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default();
+                    n.starts_with(&sha) && !n.ends_with(".meta") && !n.ends_with(".partial")
+                });
                 let Some(file) = file else { continue };
                 if best.as_ref().is_none_or(|b| meta.stored_ms > b.0) {
-                    best = Some((meta.stored_ms, file, sha));
+                    best = Some((meta.stored_ms, file.clone(), sha));
                 }
             }
             let (_, file, sha) = best?;

@@ -97,14 +97,14 @@ where
 
 /// Pumps a byte stream (an SSH channel, a process's stdin/stdout) into envelope channels, with
 /// 4-byte length-prefixed frames (`ferry_protocol::encode_frame` / `FrameDecoder`).
-pub fn pump_framed<R, W>(mut reader: R, mut writer: W) -> (Incoming, Outgoing)
+pub fn pump_framed<R, W>(mut reader: R, writer: W) -> (Incoming, Outgoing)
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let (in_tx, in_rx) = tokio::sync::mpsc::channel(64);
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
+    let out_tx = frame_writer(writer);
     tokio::spawn(async move {
         let mut dec = ferry_protocol::FrameDecoder::new(DEFAULT_MAX_FRAME);
         let mut buf = vec![0u8; 64 * 1024];
@@ -135,6 +135,18 @@ where
             }
         }
     });
+    (in_rx, out_tx)
+}
+
+/// Writes outgoing envelopes to a byte stream as length-prefixed frames (an upload chunk's data
+/// is written after its header without being copied); shuts the stream down when every sender
+/// is gone.
+pub fn frame_writer<W>(mut writer: W) -> Outgoing
+where
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncWriteExt;
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
     tokio::spawn(async move {
         while let Some(env) = out_rx.recv().await {
             match ferry_protocol::encode_frame_split(env, DEFAULT_MAX_FRAME) {
@@ -151,5 +163,5 @@ where
         }
         let _ = writer.shutdown().await;
     });
-    (in_rx, out_tx)
+    out_tx
 }

@@ -64,28 +64,49 @@ impl HubEvents for AuditEvents {
                 String::new(),
             ),
         };
-        let db = self.db.clone();
-        let remote = remote.to_string();
         let details =
             serde_json::json!({"PresentedThumbprint": presented, "Remote": remote}).to_string();
-        tokio::spawn(async move {
-            let _ = db
-                .insert_event(&EventRow {
-                    id: String::new(),
-                    seq: 0,
-                    space_id: ferry_domain::DEFAULT_SPACE_ID.to_string(),
-                    category: "MachineCertificateRejected".to_string(),
-                    message,
-                    username: "system".to_string(),
-                    user_id: "system".to_string(),
-                    occurred: now_ms(),
-                    related_document_ids: related,
-                    details,
-                    ip_address: remote.split(':').next().unwrap_or_default().to_string(),
-                })
-                .await;
-        });
+        let ip = remote.split(':').next().unwrap_or_default().to_string();
+        system_event(
+            &self.db,
+            "MachineCertificateRejected",
+            message,
+            related,
+            details,
+            ip,
+        );
     }
+}
+
+/// Writes a system audit event in the background (the caller is inside a TLS or SSH
+/// handshake and must not wait on the store).
+fn system_event(
+    db: &Db,
+    category: &str,
+    message: String,
+    related: String,
+    details: String,
+    ip: String,
+) {
+    let db = db.clone();
+    let category = category.to_string();
+    tokio::spawn(async move {
+        let _ = db
+            .insert_event(&EventRow {
+                id: String::new(),
+                seq: 0,
+                space_id: ferry_domain::DEFAULT_SPACE_ID.to_string(),
+                category,
+                message,
+                username: "system".to_string(),
+                user_id: "system".to_string(),
+                occurred: now_ms(),
+                related_document_ids: related,
+                details,
+                ip_address: ip,
+            })
+            .await;
+    });
 }
 
 pub fn hub(db: &Db, identity: Identity) -> Arc<AgentHub> {
@@ -290,30 +311,20 @@ impl ferry_ssh::SshEvents for SshAudit {
 
     fn host_key_mismatch(&self, ep: &ferry_ssh::SshEndpoint, presented: &str) {
         tracing::warn!(target = %ep.name, %presented, pinned = %ep.fingerprint, "refused an SSH host key");
-        let db = self.db.clone();
         let message = format!(
             "The SSH target {} ({}:{}) presented the host key {presented}, not the pinned {}; the connection was closed and nothing was run",
             ep.name, ep.host, ep.port, ep.fingerprint
         );
         let details = serde_json::json!({"PresentedFingerprint": presented, "PinnedFingerprint": ep.fingerprint}).to_string();
         let related = ep.machine_id.clone();
-        tokio::spawn(async move {
-            let _ = db
-                .insert_event(&EventRow {
-                    id: String::new(),
-                    seq: 0,
-                    space_id: ferry_domain::DEFAULT_SPACE_ID.to_string(),
-                    category: "MachineHostKeyRejected".to_string(),
-                    message,
-                    username: "system".to_string(),
-                    user_id: "system".to_string(),
-                    occurred: now_ms(),
-                    related_document_ids: related,
-                    details,
-                    ip_address: String::new(),
-                })
-                .await;
-        });
+        system_event(
+            &self.db,
+            "MachineHostKeyRejected",
+            message,
+            related,
+            details,
+            String::new(),
+        );
     }
 }
 

@@ -15,12 +15,12 @@ use ferry_agent::remote::Connector;
 use ferry_agent::rpc::{RpcConn, RpcError};
 use ferry_agent::serve::BoxFuture;
 use ferry_agent::wire;
-use ferry_protocol::{DEFAULT_MAX_FRAME, Envelope, FrameDecoder};
+use ferry_protocol::{DEFAULT_MAX_FRAME, FrameDecoder};
 use russh::ChannelMsg;
 use russh::client;
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg};
 use sha2::Digest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 
 /// Where a target's agent lives: `$FERRY_HOME` if the login sets it (sshd's `SetEnv`, the
@@ -386,7 +386,6 @@ async fn exec(
 fn pump(channel: russh::Channel<client::Msg>, peer: String) -> RpcConn {
     let (mut read_half, write_half) = channel.split();
     let (in_tx, in_rx) = tokio::sync::mpsc::channel(64);
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
     let who = peer.clone();
     tokio::spawn(async move {
         let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
@@ -440,24 +439,7 @@ fn pump(channel: russh::Channel<client::Msg>, peer: String) -> RpcConn {
             return;
         }
     });
-    let mut writer = write_half.make_writer();
-    tokio::spawn(async move {
-        while let Some(env) = out_rx.recv().await {
-            match ferry_protocol::encode_frame_split(env, DEFAULT_MAX_FRAME) {
-                Ok((head, tail)) => {
-                    if writer.write_all(&head).await.is_err()
-                        || (!tail.is_empty() && writer.write_all(&tail).await.is_err())
-                        || writer.flush().await.is_err()
-                    {
-                        break;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "could not encode a message"),
-            }
-        }
-        let _ = writer.shutdown().await;
-    });
-    let _ = wire::PING_EVERY;
+    let out_tx = wire::frame_writer(write_half.make_writer());
     RpcConn::spawn_channels(in_rx, out_tx, peer)
 }
 
