@@ -22,7 +22,7 @@ use crate::query::MAX_TAKE;
 const C: &str = "Machines";
 const PASSIVE: &str = "TentaclePassive";
 const ACTIVE: &str = "TentacleActive";
-pub(crate) const SSH: &str = "Ssh";
+const SSH: &str = "Ssh";
 const SSH_DEFAULT_PORT: u16 = 22;
 const SSH_DEFAULT_PLATFORM: &str = "linux-x64";
 const PARTICIPATION: [&str; 3] = ["Untenanted", "TenantedOrUntenanted", "Tenanted"];
@@ -174,6 +174,45 @@ pub async fn get(
     }
 }
 
+/// A new machine or worker: the fields health checks own start unknown, whatever was sent.
+pub(crate) fn reset_server_owned(m: &mut Machine, what: &str) {
+    m.health_status = "Unknown".to_string();
+    m.status = if m.is_disabled { "Disabled" } else { "Unknown" }.to_string();
+    m.status_summary = format!("This {what} has not been health-checked yet.");
+    m.has_latest_calamari = false;
+    m.is_in_process = false;
+    m.operating_system = "Unknown".to_string();
+    m.shell_name = "Unknown".to_string();
+    m.shell_version = String::new();
+}
+
+/// An update: what the server learned from health checks is not the caller's to set.
+pub(crate) fn keep_server_owned(m: &mut Machine, old: &Machine) {
+    m.health_status = old.health_status.clone();
+    m.status = if m.is_disabled {
+        "Disabled".to_string()
+    } else if old.status == "Disabled" {
+        "Unknown".to_string()
+    } else {
+        old.status.clone()
+    };
+    m.status_summary = old.status_summary.clone();
+    m.has_latest_calamari = old.has_latest_calamari;
+    m.is_in_process = old.is_in_process;
+    m.operating_system = old.operating_system.clone();
+    m.shell_name = old.shell_name.clone();
+    m.shell_version = old.shell_version.clone();
+    // The agent version is learned from the agent itself, so only an agent keeps it.
+    m.endpoint.tentacle_version_details = if m.endpoint.communication_style
+        == old.endpoint.communication_style
+        && m.endpoint.communication_style != SSH
+    {
+        old.endpoint.tentacle_version_details.clone()
+    } else {
+        None
+    };
+}
+
 pub async fn create(
     State(st): State<AppState>,
     Path(space): Path<String>,
@@ -185,14 +224,7 @@ pub async fn create(
     let seq = next_seq(&st, C).await?;
     m.id = format!("{C}-{seq}");
     m.space_id = space.clone();
-    m.health_status = "Unknown".to_string();
-    m.status = if m.is_disabled { "Disabled" } else { "Unknown" }.to_string();
-    m.status_summary = "This machine has not been health-checked yet.".to_string();
-    m.has_latest_calamari = false;
-    m.is_in_process = false;
-    m.operating_system = "Unknown".to_string();
-    m.shell_name = "Unknown".to_string();
-    m.shell_version = String::new();
+    reset_server_owned(&mut m, "machine");
     thumbprint_unused(&st, &space, &m).await?;
     let r = row(&m, seq)?;
     insert_audited(
@@ -219,30 +251,7 @@ pub async fn update(
     let mut m = validate(&st, &space, input).await?;
     m.id = old.id.clone();
     m.space_id = space.clone();
-    // What the server learns from health checks is not the caller's to set.
-    m.health_status = old.health_status.clone();
-    m.status = if m.is_disabled {
-        "Disabled".to_string()
-    } else if old.status == "Disabled" {
-        "Unknown".to_string()
-    } else {
-        old.status.clone()
-    };
-    m.status_summary = old.status_summary.clone();
-    m.has_latest_calamari = old.has_latest_calamari;
-    m.is_in_process = old.is_in_process;
-    m.operating_system = old.operating_system.clone();
-    m.shell_name = old.shell_name.clone();
-    m.shell_version = old.shell_version.clone();
-    // The agent version is learned from the agent itself, so only an agent keeps it.
-    m.endpoint.tentacle_version_details = if m.endpoint.communication_style
-        == old.endpoint.communication_style
-        && m.endpoint.communication_style != SSH
-    {
-        old.endpoint.tentacle_version_details.clone()
-    } else {
-        None
-    };
+    keep_server_owned(&mut m, &old);
     thumbprint_unused(&st, &space, &m).await?;
     let r = row(&m, old_row.seq)?;
     update_audited(

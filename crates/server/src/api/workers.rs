@@ -15,7 +15,6 @@ use ferry_domain::{Machine, WorkerPool};
 use ferry_store::{DocQuery, DocRow};
 use serde_json::{Value, json};
 
-use super::machines::SSH;
 use super::*;
 use crate::input::Body;
 use crate::query::MAX_TAKE;
@@ -175,14 +174,7 @@ pub async fn create(
     let seq = next_seq(&st, C).await?;
     m.id = format!("{C}-{seq}");
     m.space_id = space.clone();
-    m.health_status = "Unknown".to_string();
-    m.status = if m.is_disabled { "Disabled" } else { "Unknown" }.to_string();
-    m.status_summary = "This worker has not been health-checked yet.".to_string();
-    m.has_latest_calamari = false;
-    m.is_in_process = false;
-    m.operating_system = "Unknown".to_string();
-    m.shell_name = "Unknown".to_string();
-    m.shell_version = String::new();
+    super::machines::reset_server_owned(&mut m, "worker");
     super::machines::thumbprint_unused_in(&st, C, "worker", &space, &m).await?;
     let r = row(&m, seq)?;
     insert_audited(
@@ -209,30 +201,7 @@ pub async fn update(
     let mut m = validate(&st, &space, input).await?;
     m.id = old.id.clone();
     m.space_id = space.clone();
-    // What the server learns from health checks is not the caller's to set.
-    m.health_status = old.health_status.clone();
-    m.status = if m.is_disabled {
-        "Disabled".to_string()
-    } else if old.status == "Disabled" {
-        "Unknown".to_string()
-    } else {
-        old.status.clone()
-    };
-    m.status_summary = old.status_summary.clone();
-    m.has_latest_calamari = old.has_latest_calamari;
-    m.is_in_process = old.is_in_process;
-    m.operating_system = old.operating_system.clone();
-    m.shell_name = old.shell_name.clone();
-    m.shell_version = old.shell_version.clone();
-    // The agent version is learned from the agent itself, so only an agent keeps it.
-    m.endpoint.tentacle_version_details = if m.endpoint.communication_style
-        == old.endpoint.communication_style
-        && m.endpoint.communication_style != SSH
-    {
-        old.endpoint.tentacle_version_details.clone()
-    } else {
-        None
-    };
+    super::machines::keep_server_owned(&mut m, &old);
     super::machines::thumbprint_unused_in(&st, C, "worker", &space, &m).await?;
     let r = row(&m, old_row.seq)?;
     update_audited(
