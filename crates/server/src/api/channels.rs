@@ -1,11 +1,15 @@
-//! Channels: per project; exactly one default channel per project.
+//! Channels: per project; exactly one default channel per project. A channel's version rules
+//! (`Rules`: a version range and a pre-release tag pattern for some package steps) are checked
+//! when it is saved and applied when releases are created (`docs/channels.md`).
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use ferry_domain::Channel;
+use ferry_domain::channel_rules::{RuleMatcher, action_packages};
 use ferry_domain::ids::slugify;
-use ferry_store::DocQuery;
+use ferry_domain::version::Version;
+use ferry_domain::{Channel, DeploymentProcess, Project};
+use ferry_store::{DocQuery, DocRow, Tx};
 use serde_json::{Value, json};
 
 use super::*;
@@ -65,6 +69,201 @@ pub async fn resolve(
                 .ok_or_else(|| ApiError::bad_request("The project has no channel"))
         }
     }
+}
+
+/// A channel rule, compiled, with the `(action, package reference)` pairs it applies to.
+#[derive(Clone, Debug)]
+pub struct CompiledRule {
+    /// 1-based position in the channel's `Rules`.
+    pub number: usize,
+    pub matcher: RuleMatcher,
+    pub targets: Vec<(String, String)>,
+}
+
+impl CompiledRule {
+    pub fn applies_to(&self, action: &str, package_reference: &str) -> bool {
+        self.targets.iter().any(|(a, r)| {
+            a.eq_ignore_ascii_case(action) && r.eq_ignore_ascii_case(package_reference)
+        })
+    }
+
+    /// `rule 1 (version range '[1.0,2.0)' and pre-release tag '^$')`.
+    pub fn describe(&self) -> String {
+        format!("rule {} ({})", self.number, self.matcher.describe())
+    }
+}
+
+/// Compiles every rule of a channel; a rule that does not compile is a 400 naming the channel
+/// and the rule.
+pub fn compile_rules(c: &Channel) -> ApiResult<Vec<CompiledRule>> {
+    c.rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let matcher = RuleMatcher::compile(&r.version_range, &r.tag).map_err(|e| {
+                ApiError::bad_request(format!("Channel '{}' rule {}: {e}", c.name, i + 1))
+            })?;
+            Ok(CompiledRule {
+                number: i + 1,
+                matcher,
+                targets: action_packages(&r.action_packages),
+            })
+        })
+        .collect()
+}
+
+/// The rules of `rules` that apply to a package of an action.
+pub fn rules_for<'a>(
+    rules: &'a [CompiledRule],
+    action: &str,
+    package_reference: &str,
+) -> Vec<&'a CompiledRule> {
+    rules
+        .iter()
+        .filter(|r| r.applies_to(action, package_reference))
+        .collect()
+}
+
+/// Checks a channel before it is saved: every rule compiles (range and tag), names at least
+/// one package step, and each of its `ActionPackages` is a package-deploying action (and
+/// package reference) of the project's current process; `LifecycleId` is empty or a lifecycle
+/// of the space. Gives each rule without an id a new one.
+async fn validate(st: &AppState, space: &str, project: &Project, c: &mut Channel) -> ApiResult<()> {
+    if let Some(l) = c.lifecycle_id.as_deref().map(str::trim) {
+        if l.is_empty() {
+            c.lifecycle_id = None;
+        } else if load::<ferry_domain::Lifecycle>(st, "Lifecycles", space, l, "Lifecycle")
+            .await
+            .is_err()
+        {
+            return Err(ApiError::bad_request(format!(
+                "Channel '{}': the lifecycle '{l}' does not exist in this space (LifecycleId: null uses the project's lifecycle)",
+                c.name
+            )));
+        }
+    }
+    compile_rules(c)?;
+    // The tenant filter's tags must exist; they are stored canonical (`Set/Tag`).
+    if !c.tenant_tags.is_empty() {
+        let mut errors = Vec::new();
+        c.tenant_tags = super::tagsets::canonical_tags(
+            st,
+            space,
+            &c.tenant_tags,
+            &format!("Channel '{}' TenantTags", c.name),
+            &mut errors,
+        )
+        .await?;
+        if !errors.is_empty() {
+            let mut e = ApiError::bad_request(String::new());
+            e.errors = errors;
+            return Err(e);
+        }
+    }
+    let process: Option<DeploymentProcess> =
+        match st.db.get_doc(&project.deployment_process_id).await? {
+            Some(d) => Some(parse_body(&d)?),
+            None => None,
+        };
+    let actions: Vec<&ferry_domain::DeploymentAction> = process
+        .iter()
+        .flat_map(|p| p.steps.iter())
+        .flat_map(|s| s.actions.iter())
+        .collect();
+    for (i, rule) in c.rules.iter_mut().enumerate() {
+        let n = i + 1;
+        let targets = action_packages(&rule.action_packages);
+        if targets.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "Channel '{}' rule {n} names no package step: give ActionPackages [{{\"DeploymentAction\": \"<step>\", \"PackageReference\": \"\"}}]",
+                c.name
+            )));
+        }
+        for (action_name, reference) in &targets {
+            let Some(action) = actions
+                .iter()
+                .find(|a| a.name.eq_ignore_ascii_case(action_name))
+            else {
+                return Err(ApiError::bad_request(format!(
+                    "Channel '{}' rule {n} names the action '{action_name}', which is not in the project's deployment process",
+                    c.name
+                )));
+            };
+            let deploys = if reference.is_empty() {
+                ferry_executor::deploy_package::primary_package_id(action).is_some()
+            } else {
+                action
+                    .packages
+                    .iter()
+                    .any(|p| p.name.eq_ignore_ascii_case(reference))
+            };
+            if !deploys {
+                let what = if reference.is_empty() {
+                    "deploys no package".to_string()
+                } else {
+                    format!("has no package reference '{reference}'")
+                };
+                return Err(ApiError::bad_request(format!(
+                    "Channel '{}' rule {n} names the action '{action_name}', which {what}; version rules apply only to package steps",
+                    c.name
+                )));
+            }
+        }
+        if rule.id.trim().is_empty() {
+            rule.id = uuid::Uuid::new_v4().to_string();
+        }
+    }
+    Ok(())
+}
+
+/// The project's other channels that are marked default (normally none or one).
+async fn other_defaults(
+    st: &AppState,
+    space: &str,
+    c: &Channel,
+) -> ApiResult<Vec<(DocRow, Channel)>> {
+    let (rows, _) = st
+        .db
+        .list_docs(&DocQuery {
+            space_id: Some(space.to_string()),
+            owner_id: Some(c.project_id.clone()),
+            ..DocQuery::new(C)
+        })
+        .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let other: Channel = parse_body(&r)?;
+        if other.id != c.id && other.is_default {
+            out.push((r, other));
+        }
+    }
+    Ok(out)
+}
+
+/// Makes `c` the only default channel of its project: clears the flag of the others in `tx`.
+async fn clear_other_defaults(
+    tx: &mut Tx,
+    others: Vec<(DocRow, Channel)>,
+) -> ApiResult<Vec<String>> {
+    let mut names = Vec::new();
+    for (row, mut other) in others {
+        other.is_default = false;
+        let mut r = doc_row(
+            C,
+            &other.id,
+            &other.space_id,
+            &other.project_id,
+            &other.name,
+            &other.slug,
+            0,
+            row.seq,
+            &other,
+        )?;
+        r.created_at = row.created_at;
+        tx.update_doc(&r).await?;
+        names.push(other.name);
+    }
+    Ok(names)
 }
 
 pub async fn list(
@@ -138,14 +337,20 @@ pub async fn create(
         .map_err(|_| {
             ApiError::bad_request(format!("The project '{}' does not exist", c.project_id))
         })?;
-    let mut tx = st.db.begin().await?;
-    let seq = tx.next_seq(C).await?;
-    c.id = format!("{C}-{seq}");
     c.space_id = space.clone();
     c.project_id = p.id.clone();
     c.name = name.clone();
     c.slug = slugify(&name);
-    c.is_default = false;
+    validate(&st, &space, &p, &mut c).await?;
+    let others = if c.is_default {
+        other_defaults(&st, &space, &c).await?
+    } else {
+        Vec::new()
+    };
+    let mut tx = st.db.begin().await?;
+    let seq = tx.next_seq(C).await?;
+    c.id = format!("{C}-{seq}");
+    let was_default = clear_other_defaults(&mut tx, others).await?;
     tx.insert_doc(&doc_row(
         C, &c.id, &space, &p.id, &c.name, &c.slug, 0, seq, &c,
     )?)
@@ -158,7 +363,7 @@ pub async fn create(
         "Created",
         format!("Channel {} of project {} was created", c.name, p.name),
         &[&c.id, &p.id],
-        json!({"Document": c}),
+        json!({"Document": c, "NoLongerDefault": was_default}),
     )
     .await?;
     tx.commit().await?;
@@ -178,8 +383,21 @@ pub async fn update(
     c.project_id = old.project_id.clone();
     c.name = name.clone();
     c.slug = slugify(&name);
-    c.is_default = old.is_default;
+    if old.is_default && !c.is_default {
+        return Err(ApiError::bad_request(format!(
+            "Channel '{}' is the project's default channel; make another channel the default (IsDefault: true) instead",
+            old.name
+        )));
+    }
+    let (_, p): (_, Project) = load(&st, "Projects", &space, &c.project_id, "Project").await?;
+    validate(&st, &space, &p, &mut c).await?;
+    let others = if c.is_default && !old.is_default {
+        other_defaults(&st, &space, &c).await?
+    } else {
+        Vec::new()
+    };
     let mut tx = st.db.begin().await?;
+    let was_default = clear_other_defaults(&mut tx, others).await?;
     let mut r = doc_row(
         C,
         &c.id,
@@ -202,7 +420,7 @@ pub async fn update(
         "Modified",
         format!("Channel {} was modified", c.name),
         &[&c.id, &c.project_id],
-        json!({"Before": old, "After": c}),
+        json!({"Before": old, "After": c, "NoLongerDefault": was_default}),
     )
     .await?;
     tx.commit().await?;
@@ -234,4 +452,67 @@ pub async fn remove(
     .await?;
     tx.commit().await?;
     Ok(Json(json!({})))
+}
+
+/// `GET|POST /api/{space}/channels/rule-test?version=&versionRange=&preReleaseTag=` (the POST
+/// may carry `Version`, `VersionRange` and `PreReleaseTag` in its body instead): whether a
+/// version satisfies a rule's range and tag, with the reasons it could not be tested in
+/// `Errors` (`Invalid Version Number`, a range or pattern that does not parse).
+pub async fn rule_test(
+    State(st): State<AppState>,
+    Path(space): Path<String>,
+    RawQuery(raw): RawQuery,
+    bytes: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    require_space(&st, &space).await?;
+    let params = Params::parse(raw.as_deref());
+    let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("The body is not JSON: {e}")))?
+    };
+    let field = |name: &str| -> String {
+        params
+            .get(name)
+            .map(str::to_string)
+            .or_else(|| {
+                body.as_object().and_then(|o| {
+                    o.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .and_then(|(_, v)| v.as_str())
+                        .map(str::to_string)
+                })
+            })
+            .unwrap_or_default()
+    };
+    let (version, range, tag) = (
+        field("version"),
+        field("versionRange"),
+        field("preReleaseTag"),
+    );
+    let mut errors = Vec::new();
+    let parsed = Version::parse(&version);
+    if parsed.is_none() {
+        errors.push("Invalid Version Number".to_string());
+    }
+    let range_ok = match RuleMatcher::compile(&range, "") {
+        Ok(m) => parsed.as_ref().is_some_and(|v| m.accepts(v)),
+        Err(e) => {
+            errors.push(e.to_string());
+            false
+        }
+    };
+    let tag_ok = match RuleMatcher::compile("", &tag) {
+        Ok(m) => parsed.as_ref().is_some_and(|v| m.accepts(v)),
+        Err(e) => {
+            errors.push(e.to_string());
+            false
+        }
+    };
+    Ok(Json(json!({
+        "Errors": errors,
+        "SatisfiesVersionRange": range_ok,
+        "SatisfiesPreReleaseTag": tag_ok,
+    })))
 }
