@@ -440,7 +440,7 @@ async fn validate(
         }
     }
 
-    // Tenants: Ferry has no tenants yet, so any id is unknown.
+    // Tenants, by id, name or slug.
     for key in input
         .tenant_ids
         .iter()
@@ -455,14 +455,13 @@ async fn validate(
             )),
         }
     }
-    for t in input
-        .tenant_tags
-        .iter()
-        .map(|t| t.trim())
-        .filter(|t| !t.is_empty())
+    // Tags must exist; they are stored canonical (`Set/Tag`).
+    for t in
+        super::tagsets::canonical_tags(st, space, &input.tenant_tags, "TenantTags", &mut errors)
+            .await?
     {
-        if !a.tenant_tags.iter().any(|x| x == t) {
-            a.tenant_tags.push(t.to_string());
+        if !a.tenant_tags.contains(&t) {
+            a.tenant_tags.push(t);
         }
     }
     let participation = input.tenanted_deployment_participation.trim();

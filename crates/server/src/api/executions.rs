@@ -1,12 +1,13 @@
 //! The "executions API" used by CI plugins and the official clients:
-//! `releases/create/v1` and `deployments/create/untenanted/v1`. Bodies arrive in PascalCase
+//! `releases/create/v1`, `deployments/create/untenanted/v1` and `deployments/create/tenanted/v1`. Bodies arrive in PascalCase
 //! (TypeScript client) or camelCase (Go CLI); the URL's space is authoritative.
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use ferry_domain::{Environment, Project, Release};
+use ferry_domain::tenant::select_tenants;
+use ferry_domain::{Environment, Project, Release, Tenant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -72,8 +73,9 @@ pub async fn create_release_v1(
         },
     )
     .await?;
+    let auto = super::autodeploy::deployed_environment_names(st, space, &r.id).await?;
     Ok(
-        json!({"ReleaseId": r.id, "ReleaseVersion": r.version, "AutomaticallyDeployedEnvironments": []}),
+        json!({"ReleaseId": r.id, "ReleaseVersion": r.version, "AutomaticallyDeployedEnvironments": auto}),
     )
 }
 
@@ -106,68 +108,65 @@ pub struct DeployUntenantedV1 {
     pub deployment_freeze_override_reason: Option<String>,
 }
 
-pub async fn deploy_untenanted(
-    State(st): State<AppState>,
-    Path(space): Path<String>,
-    ctx: Ctx,
-    Body(b): Body<DeployUntenantedV1>,
-) -> ApiResult<Json<Value>> {
-    require_space(&st, &space).await?;
-    if b.project_name.trim().is_empty() {
+/// The project and release a deploy command names.
+async fn project_and_release(
+    st: &AppState,
+    space: &str,
+    project_name: &str,
+    release_version: &str,
+) -> ApiResult<(Project, Release)> {
+    if project_name.trim().is_empty() {
         return Err(ApiError::bad_request(
             "Please provide the ProjectName (a project name, slug or id)",
         ));
     }
-    if b.release_version.trim().is_empty() {
+    if release_version.trim().is_empty() {
         return Err(ApiError::bad_request(
             "Please provide the ReleaseVersion to deploy",
         ));
     }
-    if b.environment_names.is_empty() {
-        return Err(ApiError::bad_request(
-            "Please provide at least one environment in EnvironmentNames",
-        ));
-    }
-    let (_, project): (_, Project) = find(&st, "Projects", &space, None, b.project_name.trim())
+    let (_, project): (_, Project) = find(st, "Projects", space, None, project_name.trim())
         .await?
         .ok_or_else(|| {
-            ApiError::bad_request(format!("Project '{}' could not be found", b.project_name))
+            ApiError::bad_request(format!("Project '{project_name}' could not be found"))
         })?;
-    let (_, mut release): (_, Release) = find(
-        &st,
+    let (_, release): (_, Release) = find(
+        st,
         "Releases",
-        &space,
+        space,
         Some(&project.id),
-        b.release_version.trim(),
+        release_version.trim(),
     )
     .await?
     .ok_or_else(|| {
         ApiError::bad_request(format!(
-            "Release '{}' of project '{}' could not be found",
-            b.release_version, project.name
+            "Release '{release_version}' of project '{}' could not be found",
+            project.name
         ))
     })?;
-    let mut envs: Vec<Environment> = Vec::new();
-    for name in &b.environment_names {
-        let (_, e): (_, Environment) = find(&st, "Environments", &space, None, name.trim())
-            .await?
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("Environment '{name}' could not be found"))
-            })?;
-        if !envs.iter().any(|x| x.id == e.id) {
-            envs.push(e);
-        }
+    Ok((project, release))
+}
+
+/// The action ids of the steps (or actions) named in `SkipStepNames`.
+async fn skip_actions(
+    st: &AppState,
+    space: &str,
+    release: &Release,
+    names: &[String],
+) -> ApiResult<Vec<String>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
     }
     let (_, process): (_, ferry_domain::DeploymentProcess) = load(
-        &st,
+        st,
         "DeploymentProcessSnapshots",
-        &space,
+        space,
         &release.project_deployment_process_snapshot_id,
         "Process snapshot",
     )
     .await?;
     let mut skip_actions = Vec::new();
-    for name in &b.skip_step_names {
+    for name in names {
         let found: Vec<String> = process
             .steps
             .iter()
@@ -188,10 +187,45 @@ pub async fn deploy_untenanted(
                 release.version
             )));
         }
-        skip_actions.extend(found);
+        for id in found {
+            if !skip_actions.contains(&id) {
+                skip_actions.push(id);
+            }
+        }
     }
-    let form_values: BTreeMap<String, String> = b
-        .variables
+    Ok(skip_actions)
+}
+
+/// Resolves deployment target names (or ids) of the space to ids; every unknown one is named.
+async fn machine_ids(
+    st: &AppState,
+    space: &str,
+    names: &[String],
+    field: &str,
+) -> ApiResult<Vec<String>> {
+    let mut out = Vec::new();
+    let mut unknown = Vec::new();
+    for n in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        match find::<Value>(st, "Machines", space, None, n).await? {
+            Some((d, _)) => {
+                if !out.contains(&d.id) {
+                    out.push(d.id);
+                }
+            }
+            None => unknown.push(format!("'{n}'")),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{field}: no deployment target named {} exists in this space",
+            unknown.join(", ")
+        )));
+    }
+    Ok(out)
+}
+
+fn form_values(variables: BTreeMap<String, Value>) -> BTreeMap<String, String> {
+    variables
         .into_iter()
         .map(|(k, v)| {
             (
@@ -202,11 +236,55 @@ pub async fn deploy_untenanted(
                 },
             )
         })
-        .collect();
+        .collect()
+}
+
+pub async fn deploy_untenanted(
+    State(st): State<AppState>,
+    Path(space): Path<String>,
+    ctx: Ctx,
+    Body(b): Body<DeployUntenantedV1>,
+) -> ApiResult<Json<Value>> {
+    require_space(&st, &space).await?;
+    let (project, mut release) =
+        project_and_release(&st, &space, &b.project_name, &b.release_version).await?;
+    if b.environment_names.is_empty() {
+        return Err(ApiError::bad_request(
+            "Please provide at least one environment in EnvironmentNames",
+        ));
+    }
+    let mut envs: Vec<Environment> = Vec::new();
+    for name in &b.environment_names {
+        let (_, e): (_, Environment) = find(&st, "Environments", &space, None, name.trim())
+            .await?
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("Environment '{name}' could not be found"))
+            })?;
+        if !envs.iter().any(|x| x.id == e.id) {
+            envs.push(e);
+        }
+    }
+    let skip_actions = skip_actions(&st, &space, &release, &b.skip_step_names).await?;
+    let specific = machine_ids(
+        &st,
+        &space,
+        &b.specific_machine_names,
+        "SpecificMachineNames",
+    )
+    .await?;
+    let excluded = machine_ids(
+        &st,
+        &space,
+        &b.excluded_machine_names,
+        "ExcludedMachineNames",
+    )
+    .await?;
+    let form_values = form_values(b.variables);
     let queue_time = parse_time("RunAt", b.run_at.as_deref())?;
     let queue_time_expiry = parse_time("NoRunAfter", b.no_run_after.as_deref())?;
     // Check every environment before queueing any, so a refusal queues nothing.
     for e in &envs {
+        super::tenants::check_deployment(&st, &space, &project, e, None).await?;
         super::deployments::check_lifecycle(&st, &space, &release, &project, e).await?;
         super::freezes::check(
             &st,
@@ -232,6 +310,8 @@ pub async fn deploy_untenanted(
             form_values: prompted.clear.clone(),
             sensitive_form_values: prompted.sensitive.clone(),
             skip_actions: skip_actions.clone(),
+            specific_machine_ids: specific.clone(),
+            excluded_machine_ids: excluded.clone(),
             queue_time,
             queue_time_expiry,
             use_guided_failure: b.use_guided_failure,
@@ -241,6 +321,193 @@ pub async fn deploy_untenanted(
             ..NewDeployment::default()
         };
         let d = create_deployment(&st, &space, &ctx, &release, &project, e, nd).await?;
+        out.push(json!({"DeploymentId": d.id, "ServerTaskId": d.task_id}));
+    }
+    Ok(Json(json!({"DeploymentServerTasks": out})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DeployTenantedV1 {
+    pub project_name: String,
+    pub release_version: String,
+    pub environment_name: String,
+    pub tenants: Vec<String>,
+    pub tenant_tags: Vec<String>,
+    pub use_guided_failure: bool,
+    pub variables: BTreeMap<String, Value>,
+    pub run_at: Option<String>,
+    pub no_run_after: Option<String>,
+    pub force_package_download: bool,
+    pub force_package_redeployment: bool,
+    pub update_variable_snapshot: bool,
+    pub specific_machine_names: Vec<String>,
+    pub excluded_machine_names: Vec<String>,
+    pub skip_step_names: Vec<String>,
+    pub deployment_freeze_names: Vec<String>,
+    pub deployment_freeze_override_reason: Option<String>,
+}
+
+/// `deployments/create/tenanted/v1`: one deployment (and task) per tenant that matches
+/// `Tenants` (names or ids) or the `TenantTags` filter and is connected to the project in the
+/// environment. Every tenant is checked (mode, connection, disabled, tenant variables,
+/// lifecycle per tenant, freezes, prompted values) before anything is queued.
+pub async fn deploy_tenanted(
+    State(st): State<AppState>,
+    Path(space): Path<String>,
+    ctx: Ctx,
+    Body(b): Body<DeployTenantedV1>,
+) -> ApiResult<Json<Value>> {
+    require_space(&st, &space).await?;
+    let (project, mut release) =
+        project_and_release(&st, &space, &b.project_name, &b.release_version).await?;
+    let env_name = b.environment_name.trim();
+    if env_name.is_empty() {
+        return Err(ApiError::bad_request(
+            "Please provide the EnvironmentName to deploy to",
+        ));
+    }
+    let (_, env): (_, Environment) = find(&st, "Environments", &space, None, env_name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("Environment '{env_name}' could not be found"))
+        })?;
+    if b.tenants.iter().all(|t| t.trim().is_empty())
+        && b.tenant_tags.iter().all(|t| t.trim().is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "Please provide the tenants to deploy to: tenant names or ids in Tenants, or tags ('Tag set/Tag') in TenantTags",
+        ));
+    }
+    if project.tenanted_deployment_mode == "Untenanted" {
+        return Err(ApiError::bad_request(format!(
+            "Project '{}' does not allow tenanted deployments (its tenanted deployment mode is Untenanted): deploy it without tenants, or change the project's tenanted deployment mode",
+            project.name
+        )));
+    }
+    let all = super::tenants::all_tenants(&st, &space).await?;
+    let mut errors = Vec::new();
+    let mut named: Vec<String> = Vec::new();
+    for key in b.tenants.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        match all
+            .iter()
+            .find(|t| t.id == key)
+            .or_else(|| all.iter().find(|t| t.name.eq_ignore_ascii_case(key)))
+        {
+            Some(t) => named.push(t.id.clone()),
+            None => errors.push(format!("Tenants: the tenant '{key}' could not be found")),
+        }
+    }
+    let tags =
+        super::tagsets::canonical_tags(&st, &space, &b.tenant_tags, "TenantTags", &mut errors)
+            .await?;
+    if !errors.is_empty() {
+        let mut e = ApiError::bad_request(String::new());
+        e.errors = errors;
+        return Err(e);
+    }
+    // Named tenants must be connected (naming one that is not is an error); tenants found by
+    // tag are those connected to the project in the environment.
+    // Tenants found by tag must also pass the release channel's tenant filter (a named one
+    // that does not is refused by the checks below, saying so).
+    let channel_tags: Vec<String> = match st.db.get_doc(&release.channel_id).await? {
+        Some(d) => parse_body::<ferry_domain::Channel>(&d)?.tenant_tags,
+        None => Vec::new(),
+    };
+    let selected = select_tenants(&all, &named, &tags);
+    let mut tenants: Vec<Tenant> = Vec::new();
+    for t in selected {
+        let connected = t.is_connected(&project.id, &env.id);
+        let in_channel = channel_tags.is_empty()
+            || ferry_domain::tenant::tags_match(&channel_tags, &t.tenant_tags);
+        if named.contains(&t.id) || (connected && in_channel) {
+            tenants.push(t.clone());
+        }
+    }
+    if tenants.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "No tenant matching {} is connected to project '{}' in environment '{}'; connect tenants to the project and environment first",
+            tags.iter()
+                .map(|t| format!("'{t}'"))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            project.name,
+            env.name
+        )));
+    }
+    let skip_actions = skip_actions(&st, &space, &release, &b.skip_step_names).await?;
+    let specific = machine_ids(
+        &st,
+        &space,
+        &b.specific_machine_names,
+        "SpecificMachineNames",
+    )
+    .await?;
+    let excluded = machine_ids(
+        &st,
+        &space,
+        &b.excluded_machine_names,
+        "ExcludedMachineNames",
+    )
+    .await?;
+    let form_values = form_values(b.variables);
+    let queue_time = parse_time("RunAt", b.run_at.as_deref())?;
+    let queue_time_expiry = parse_time("NoRunAfter", b.no_run_after.as_deref())?;
+    // Every tenant is checked before anything is queued; all refusals are reported together.
+    let mut refusals = Vec::new();
+    for t in &tenants {
+        let checked = async {
+            super::tenants::check_deployment(&st, &space, &project, &env, Some(t)).await?;
+            super::deployments::check_lifecycle_for(&st, &space, &release, &project, &env, Some(t))
+                .await
+        };
+        if let Err(e) = checked.await {
+            if e.status != axum::http::StatusCode::BAD_REQUEST {
+                return Err(e);
+            }
+            refusals.extend(e.errors);
+        }
+    }
+    if !refusals.is_empty() {
+        let mut e = ApiError::bad_request(String::new());
+        e.errors = refusals;
+        return Err(e);
+    }
+    super::freezes::check(
+        &st,
+        &space,
+        &ctx,
+        &project,
+        &env,
+        queue_time,
+        b.deployment_freeze_override_reason.as_deref(),
+    )
+    .await?;
+    if b.update_variable_snapshot {
+        release = super::releases::update_variables(&st, &space, &ctx, &release.id).await?;
+    }
+    let prompted = super::deployments::prompted_values(&st, &space, &release, &form_values).await?;
+    let mut out = Vec::new();
+    for t in tenants {
+        #[allow(clippy::needless_update)]
+        let nd = NewDeployment {
+            comments: String::new(),
+            form_values: prompted.clear.clone(),
+            sensitive_form_values: prompted.sensitive.clone(),
+            skip_actions: skip_actions.clone(),
+            specific_machine_ids: specific.clone(),
+            excluded_machine_ids: excluded.clone(),
+            queue_time,
+            queue_time_expiry,
+            use_guided_failure: b.use_guided_failure,
+            force_package_download: b.force_package_download,
+            force_package_redeployment: b.force_package_redeployment,
+            freeze_override_reason: b.deployment_freeze_override_reason.clone(),
+            tenant: Some(t),
+            // Fields added later keep their defaults.
+            ..NewDeployment::default()
+        };
+        let d = create_deployment(&st, &space, &ctx, &release, &project, &env, nd).await?;
         out.push(json!({"DeploymentId": d.id, "ServerTaskId": d.task_id}));
     }
     Ok(Json(json!({"DeploymentServerTasks": out})))

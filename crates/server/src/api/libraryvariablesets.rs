@@ -171,6 +171,8 @@ pub async fn create(
     require_space(&st, &space).await?;
     let name = require_name(&l.name, "library variable set", 200)?;
     check_content_type(&l)?;
+    // Common templates (tenant variables): ids given, names checked.
+    super::tenants::prepare_templates(&mut l.templates, &format!("library variable set '{name}'"))?;
     let mut tx = st.db.begin().await?;
     let seq = tx.next_seq(C).await?;
     l.id = format!("{C}-{seq}");
@@ -224,6 +226,8 @@ pub async fn update(
         load(&st, C, &space, &id, "Library variable set").await?;
     let name = require_name(&l.name, "library variable set", 200)?;
     check_content_type(&l)?;
+    // Common templates (tenant variables): ids given, names checked.
+    super::tenants::prepare_templates(&mut l.templates, &format!("library variable set '{name}'"))?;
     l.id = old.id.clone();
     l.space_id = space.clone();
     l.name = name.clone();

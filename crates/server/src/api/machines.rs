@@ -403,7 +403,7 @@ async fn validate_placement(
     }
     m.environment_ids = envs;
 
-    // Tenants: Ferry has no tenants yet, so any id is unknown.
+    // Tenants: by id or name, stored as ids.
     let mut tenants: Vec<String> = Vec::new();
     for key in m
         .tenant_ids
@@ -420,18 +420,9 @@ async fn validate_placement(
         }
     }
     m.tenant_ids = tenants;
-    let mut tags: Vec<String> = Vec::new();
-    for t in m
-        .tenant_tags
-        .iter()
-        .map(|t| t.trim())
-        .filter(|t| !t.is_empty())
-    {
-        if !tags.iter().any(|x| x == t) {
-            tags.push(t.to_string());
-        }
-    }
-    m.tenant_tags = tags;
+    // Tenant tags: existing canonical `Set/Tag` names (any case), stored canonical.
+    m.tenant_tags =
+        super::tagsets::canonical_tags(st, space, &m.tenant_tags, "TenantTags", errors).await?;
     if m.tenanted_deployment_participation.trim().is_empty() {
         m.tenanted_deployment_participation = "Untenanted".to_string();
     } else if !PARTICIPATION.contains(&m.tenanted_deployment_participation.as_str()) {

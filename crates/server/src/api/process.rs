@@ -202,6 +202,29 @@ pub async fn put(
         )));
     }
     validate(&mut p)?;
+    // Tenant tags on steps must exist; they are stored canonical (`Set/Tag`).
+    let mut errors = Vec::new();
+    for step in &mut p.steps {
+        for action in &mut step.actions {
+            if action.tenant_tags.is_empty() {
+                continue;
+            }
+            let field = format!("Step '{}' TenantTags", step.name);
+            action.tenant_tags = super::tagsets::canonical_tags(
+                &st,
+                &space,
+                &action.tenant_tags,
+                &field,
+                &mut errors,
+            )
+            .await?;
+        }
+    }
+    if !errors.is_empty() {
+        let mut e = ApiError::bad_request(String::new());
+        e.errors = errors;
+        return Err(e);
+    }
     p.id = old.id.clone();
     p.space_id = space.clone();
     p.project_id = old.project_id.clone();

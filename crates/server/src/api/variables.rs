@@ -47,6 +47,9 @@ struct Universe {
     channels: Vec<(String, String)>,
     /// Projects whose deployment process a value may be scoped to.
     processes: Vec<(String, String)>,
+    /// The space's tenants (id, name) and canonical tag names.
+    tenants: Vec<(String, String)>,
+    tenant_tags: Vec<String>,
 }
 
 impl Universe {
@@ -111,6 +114,15 @@ async fn universe(st: &AppState, space: &str, owner_id: &str) -> ApiResult<Unive
         (e.id, e.name)
     })
     .await?;
+    let tenants = id_names(st, in_space("Tenants"), |t: ferry_domain::Tenant| {
+        (t.id, t.name)
+    })
+    .await?;
+    let tenant_tags = super::tagsets::all_sets(st, space)
+        .await?
+        .into_iter()
+        .flat_map(|s| s.tags.into_iter().map(|t| t.canonical_tag_name))
+        .collect();
     let mut u = Universe {
         library: is_library_id(owner_id),
         owner_id: owner_id.to_string(),
@@ -119,6 +131,8 @@ async fn universe(st: &AppState, space: &str, owner_id: &str) -> ApiResult<Unive
         action_ids: HashSet::new(),
         channels: Vec::new(),
         processes: Vec::new(),
+        tenants,
+        tenant_tags,
     };
     if u.library {
         u.processes = id_names(st, in_space("Projects"), |p: Project| (p.id, p.name)).await?;
@@ -178,7 +192,8 @@ fn scope_values(u: &Universe, set: &VariableSet) -> Value {
         "Actions": id_name_list(&u.actions()),
         "Roles": id_name_list(&roles),
         "Channels": id_name_list(&u.channels),
-        "TenantTags": [],
+        "TenantTags": u.tenant_tags.iter().map(|t| json!({"Id": t, "Name": t})).collect::<Vec<_>>(),
+        "Tenants": id_name_list(&u.tenants),
         "Processes": processes,
     })
 }
@@ -199,7 +214,7 @@ fn scope_text(u: &Universe, v: &Variable) -> String {
         ("Machine", s.machine.join(", ")),
         ("Step", names(&actions, &s.action)),
         ("Channel", names(&u.channels, &s.channel)),
-        ("Tenant", s.tenant.join(", ")),
+        ("Tenant", names(&u.tenants, &s.tenant)),
         ("Tenant tag", s.tenant_tag.join(", ")),
         ("Process", names(&u.processes, &s.process_owner)),
     ];
@@ -335,14 +350,30 @@ fn check_scope(u: &Universe, v: &Variable, old: Option<&Variable>, problems: &mu
         }
     }
     for id in added(&v.scope.tenant, &before.tenant) {
-        problems.push(format!(
-            "{who}: the Tenant scope names '{id}', but this space has no tenants"
-        ));
+        if !u.tenants.iter().any(|(i, _)| *i == id) {
+            let hint = u
+                .tenants
+                .iter()
+                .find(|(_, n)| n.eq_ignore_ascii_case(&id))
+                .map(|(i, _)| format!(" (scopes take ids: use {i})"))
+                .unwrap_or_default();
+            problems.push(format!(
+                "{who}: the Tenant scope names '{id}', which is not a tenant of this space{hint}"
+            ));
+        }
     }
     for id in added(&v.scope.tenant_tag, &before.tenant_tag) {
-        problems.push(format!(
-            "{who}: the TenantTag scope names '{id}', but this space has no tenant tags"
-        ));
+        if !u.tenant_tags.contains(&id) {
+            let hint = u
+                .tenant_tags
+                .iter()
+                .find(|t| t.eq_ignore_ascii_case(&id))
+                .map(|t| format!(" (did you mean '{t}'?)"))
+                .unwrap_or_default();
+            problems.push(format!(
+                "{who}: the TenantTag scope names '{id}', which is not a tag of this space (tags are written 'Tag set/Tag'){hint}"
+            ));
+        }
     }
     for id in added(&v.scope.process_owner, &before.process_owner) {
         if u.processes.iter().any(|(i, _)| *i == id) {
@@ -851,6 +882,8 @@ mod tests {
             action_ids: ["step-1".to_string()].into_iter().collect(),
             channels: vec![("Channels-1".into(), "Default".into())],
             processes: vec![("Projects-1".into(), "P".into())],
+            tenants: Vec::new(),
+            tenant_tags: Vec::new(),
         }
     }
 
