@@ -7,6 +7,7 @@
 
 mod agents;
 mod api;
+mod dashboard;
 mod foundation;
 mod packages;
 mod procfs;
@@ -28,6 +29,7 @@ usage: ferry-bench foundation [--ferry PATH] [--runs N] [--deployments N] [--jso
        ferry-bench packages [--ferry PATH] [--size-mb N]
        ferry-bench agents [--ferry PATH] [--runs N] [--idle N] [--targets N] [--json]
        ferry-bench ssh [--ferry PATH] [--targets N] [--size-mb M] [--skip-peers] [--json]
+       ferry-bench dashboard [--ferry PATH] [--projects N] [--samples N] [--keep]
 
   --ferry PATH       the ferry binary (default: ferry next to this binary)
   --runs N           cold starts of each kind, new and existing data directory (default 10)
@@ -43,7 +45,13 @@ ssh: Ferry over SSH beside a plain OpenSSH fan-out (the floor), pyinfra, Ansible
 polling agents, one run, N local sshd instances (run as root: makes the user ferrybench)
   --targets N        sshd instances, and the parallelism of every tool (default 50)
   --size-mb M        the incompressible package, in MB (default 50)
-  --skip-peers       do not install or run pyinfra and Ansible";
+  --skip-peers       do not install or run pyinfra and Ansible
+
+dashboard: GET /dashboard latency on a space seeded directly through ferry-store
+  --projects N       projects (in N/10 project groups; 5 environments, 50 releases each,
+                     100 tenants) (default 1000)
+  --samples N        timed requests per scenario, after 5 warm-ups (default 300)
+  --keep             keep the seeded data directory and say where it is";
 
 struct Args {
     options: foundation::Options,
@@ -153,6 +161,9 @@ async fn run() -> anyhow::Result<()> {
         );
         println!("{}", report::table(&metrics));
         return Ok(());
+    }
+    if argv.first().map(String::as_str) == Some("dashboard") {
+        return run_dashboard(&argv[1..]).await;
     }
     if argv.first().map(String::as_str) == Some("agents") {
         return run_agents(&argv[1..]).await;
@@ -328,5 +339,53 @@ async fn run_ssh(argv: &[String]) -> anyhow::Result<()> {
         }
         println!("(took {:.0} s)", began.elapsed().as_secs_f64());
     }
+    Ok(())
+}
+
+/// `ferry-bench dashboard [--ferry PATH] [--projects N] [--samples N]`.
+async fn run_dashboard(argv: &[String]) -> anyhow::Result<()> {
+    let mut options = dashboard::Options {
+        ferry: PathBuf::new(),
+        projects: 1000,
+        samples: 300,
+        keep: false,
+    };
+    let mut ferry = None;
+    let mut args = argv.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--ferry" => ferry = Some(PathBuf::from(value("--ferry")?)),
+            "--projects" => options.projects = positive(&value("--projects")?, "--projects")?,
+            "--samples" => options.samples = positive(&value("--samples")?, "--samples")?,
+            "--keep" => options.keep = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown option '{other}'\n{USAGE}"),
+        }
+    }
+    options.ferry = match ferry {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .context("cannot tell where this binary is; pass --ferry PATH")?
+            .with_file_name("ferry"),
+    };
+    let began = Instant::now();
+    let progress = |m: &str| eprintln!("[{:5.1} s] {m}", began.elapsed().as_secs_f64());
+    let metrics = dashboard::run(&options, &progress).await?;
+    println!(
+        "Ferry dashboard benchmark, {}, {} CPUs ({}), release build",
+        timefmt::today_utc(),
+        std::thread::available_parallelism().map_or(0, usize::from),
+        procfs::cpu_model()
+    );
+    println!("{}", report::table(&metrics));
+    println!("(took {:.0} s)", began.elapsed().as_secs_f64());
     Ok(())
 }

@@ -18,6 +18,12 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0002_packages.sql"),
         include_str!("../migrations/postgres/0002_packages.sql"),
     ),
+    (
+        3,
+        "dashboard",
+        include_str!("../migrations/sqlite/0003_dashboard.sql"),
+        include_str!("../migrations/postgres/0003_dashboard.sql"),
+    ),
 ];
 
 /// The migration versions compiled into this binary (for the tidy test).

@@ -509,6 +509,8 @@ impl Db {
     }
 
     /// Records the end of a task, fenced by (node, epoch). Returns false when the lease was lost.
+    /// A deployment task that ends `Success` updates its dashboard cell in the same transaction
+    /// (`docs/dashboard.md`).
     pub async fn finish_task(
         &self,
         id: &str,
@@ -519,17 +521,48 @@ impl Db {
         has_warnings_or_errors: bool,
         now: i64,
     ) -> Result<bool> {
-        let r = db_write!(self, c => {
-            sqlx::query(
+        type Finished = (
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let mut tx = self.begin().await?;
+        let row: Option<Finished> = tx_run!(&mut tx, c => {
+            sqlx::query_as(
                 "UPDATE tasks SET state = $4, error_message = $5, has_warnings_or_errors = $6, completed_time = $7,
                    last_updated = $7, lease_owner = NULL, lease_expires_at = NULL
-                 WHERE id = $1 AND lease_owner = $2 AND epoch = $3 AND state IN ('Executing', 'Cancelling')",
+                 WHERE id = $1 AND lease_owner = $2 AND epoch = $3 AND state IN ('Executing', 'Cancelling')
+                 RETURNING seq, deployment_id, project_id, environment_id, tenant_id, release_id",
             )
             .bind(id).bind(node).bind(epoch).bind(state).bind(error_message)
             .bind(i64::from(has_warnings_or_errors)).bind(now)
-            .execute(c).await?.rows_affected()
+            .fetch_optional(&mut *c).await?
         });
-        Ok(r == 1)
+        let Some((seq, deployment, project, environment, tenant, release)) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        if state == "Success" {
+            if let (Some(d), Some(p), Some(e), Some(r)) =
+                (deployment, project, environment, release)
+            {
+                tx.dashboard_deployment_succeeded(
+                    seq,
+                    id,
+                    &d,
+                    &p,
+                    &e,
+                    tenant.as_deref().unwrap_or(""),
+                    &r,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Ends every executing task whose lease holder is `node` (this node's previous life) or whose
