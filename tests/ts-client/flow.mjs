@@ -35,6 +35,7 @@ const {
   PackageRepository,
   BuildInformationRepository,
   OverwriteMode,
+  TenantRepository,
 } = api;
 
 const env = process.env;
@@ -48,6 +49,10 @@ const cfg = {
   flow: (env.FERRY_FLOW || "deploy").toLowerCase(),
   packageId: env.FERRY_PACKAGE_ID || "FerryTsPush",
   packageVersion: env.FERRY_PACKAGE_VERSION || "1.0.0",
+  channel: env.FERRY_CHANNEL,
+  tenants: (env.FERRY_TENANTS || "").split(",").map((x) => x.trim()).filter(Boolean),
+  tenantTags: (env.FERRY_TENANT_TAGS || "").split(",").map((x) => x.trim()).filter(Boolean),
+  expectTenants: (env.FERRY_EXPECT_TENANTS || "").split(",").map((x) => x.trim()).filter(Boolean),
   pollMs: Number(env.FERRY_POLL_MS || 500),
   waitTimeoutMs: Number(env.FERRY_WAIT_TIMEOUT_MS || 120_000),
   overallTimeoutMs: Number(env.FERRY_FLOW_TIMEOUT_MS || 300_000),
@@ -156,7 +161,7 @@ async function stageConfig() {
       : ["FERRY_URL", "FERRY_API_KEY", "FERRY_PROJECT", "FERRY_ENVIRONMENT", "FERRY_RELEASE_VERSION"];
     const missing = required.filter((k) => !env[k]);
     check(missing.length === 0, `missing environment variable(s): ${missing.join(", ")}`);
-    check(["deploy", "cancel", "push"].includes(cfg.flow), `FERRY_FLOW must be "deploy", "cancel" or "push", got "${cfg.flow}"`);
+    check(["deploy", "cancel", "push", "tenanted"].includes(cfg.flow), `FERRY_FLOW must be "deploy", "cancel", "push" or "tenanted", got "${cfg.flow}"`);
     check(/^https?:\/\//.test(cfg.url), `FERRY_URL must start with http:// or https://, got "${cfg.url}"`);
     return `flow=${cfg.flow} url=${cfg.url} space=${cfg.space} project=${cfg.project} environment=${cfg.environment} version=${cfg.releaseVersion}`;
   });
@@ -595,6 +600,83 @@ async function pushFlow(client, connect, space) {
   }, [pack, space]);
 }
 
+// ---------------------------------------------------------------- tenanted flow
+
+/**
+ * create-release-action in a non-default channel, then deploy-release-tenanted-action: deploy to
+ * tenants by name and tag, join the answer the way the action does (deployments by id ->
+ * TenantId/TaskId, tenants by id -> Name), and wait for every task.
+ */
+async function tenantedFlow(client, connect, space) {
+  const project = await stageProject(client, space);
+  const releases = new ReleaseRepository(client, cfg.space);
+  const release = await stage("release-create-channel", async () => {
+    check(cfg.channel, "FERRY_CHANNEL is not set");
+    const r = await releases.create({
+      spaceName: cfg.space, ProjectName: cfg.project, ChannelName: cfg.channel,
+      ReleaseVersion: cfg.releaseVersion, IgnoreChannelRules: false, CustomFields: {},
+    });
+    check(r?.ReleaseId, `response has no ReleaseId: ${JSON.stringify(r)}`);
+    const got = await releases.get(r.ReleaseId);
+    summary.releaseId = r.ReleaseId;
+    summary.channelId = got.ChannelId;
+    return { value: r, detail: `${r.ReleaseId} ${r.ReleaseVersion} ChannelId=${got.ChannelId}` };
+  }, [connect, space]);
+
+  const deployments = new DeploymentRepository(client, cfg.space);
+  const deploy = await stage("deploy-tenanted", async () => {
+    const r = await deployments.createTenanted({
+      spaceName: cfg.space,
+      ProjectName: cfg.project,
+      ReleaseVersion: cfg.releaseVersion,
+      EnvironmentName: cfg.environment,
+      Tenants: cfg.tenants,
+      TenantTags: cfg.tenantTags,
+      UseGuidedFailure: false,
+      Variables: {},
+    });
+    const tasks = r?.DeploymentServerTasks ?? [];
+    check(tasks.length > 0, "no DeploymentServerTasks");
+    return { value: tasks, detail: tasks.map((t) => `${t.DeploymentId}/${t.ServerTaskId}`).join(", ") };
+  }, [release]);
+
+  await stage("deploy-tenanted-join", async () => {
+    const tasks = deploy.value;
+    const ids = tasks.map((t) => t.DeploymentId);
+    const deps = await deployments.list({ ids, take: ids.length });
+    check(Array.isArray(deps?.Items) && deps.Items.length === ids.length, `deployments list returned ${deps?.Items?.length} of ${ids.length}`);
+    const tenantIds = [...new Set(deps.Items.map((d) => d.TenantId))];
+    check(tenantIds.every(Boolean), "a listed deployment has no TenantId");
+    const tenants = await new TenantRepository(client, cfg.space).list({ ids: tenantIds, take: tenantIds.length });
+    check(Array.isArray(tenants?.Items), "tenants list returned no Items array");
+    // The action's join: ServerTaskId -> Deployment.TaskId -> Tenant.Id, dereferencing [0].
+    const names = tasks.map((t) => {
+      const dep = deps.Items.filter((d) => d.TaskId === t.ServerTaskId)[0];
+      check(dep, `no deployment has TaskId ${t.ServerTaskId}`);
+      const tenant = tenants.Items.filter((x) => x.Id === dep.TenantId)[0];
+      check(tenant, `tenant ${dep.TenantId} not in the tenants list`);
+      check(dep.ChannelId === summary.channelId, `deployment ChannelId ${dep.ChannelId} != release's ${summary.channelId}`);
+      return tenant.Name;
+    }).sort();
+    summary.tenants = names;
+    if (cfg.expectTenants.length) {
+      const want = [...cfg.expectTenants].sort();
+      check(JSON.stringify(names) === JSON.stringify(want), `deployed to ${names.join(", ")}, expected ${want.join(", ")}`);
+    }
+    return names.join(", ");
+  }, [deploy]);
+
+  await stage("wait-tenanted", async () => {
+    const ids = deploy.value.map((t) => t.ServerTaskId);
+    const waiter = new ServerTaskWaiter(client, cfg.space, { maxRetries: 3, retryBackoffMs: 250 });
+    const done = await waiter.waitForServerTasksToComplete(ids, cfg.pollMs, cfg.waitTimeoutMs, () => {});
+    check(done.length === ids.length, `timed out after ${cfg.waitTimeoutMs} ms`);
+    for (const t of done) check(t.State === "Success", `task ${t.Id} State=${t.State} ${oneLine(t.ErrorMessage)}`);
+    summary.taskState = "Success";
+    return done.map((t) => `${t.Id}=${t.State}`).join(", ");
+  }, [deploy]);
+}
+
 // ---------------------------------------------------------------- main
 
 async function main() {
@@ -604,6 +686,8 @@ async function main() {
   const space = await stageSpace(client, connect);
   if (cfg.flow === "cancel") {
     await cancelFlow(client, connect, space);
+  } else if (cfg.flow === "tenanted") {
+    await tenantedFlow(client, connect, space);
   } else if (cfg.flow === "push") {
     await pushFlow(client, connect, space);
   } else {

@@ -509,6 +509,16 @@ impl Client {
         Resource::from_json(self.post_json(&path, &to_value(command)?).await?)
     }
 
+    /// `POST /api/{space}/deployments/create/tenanted/v1`.
+    pub async fn deploy_tenanted(
+        &self,
+        space_id: &str,
+        command: &crate::model::DeployTenanted,
+    ) -> Result<Resource<DeploymentsCreated>, ClientError> {
+        let path = format!("/api/{}/deployments/create/tenanted/v1", segment(space_id));
+        Resource::from_json(self.post_json(&path, &to_value(command)?).await?)
+    }
+
     // ---- tasks ----
 
     /// `GET /api/{space}/tasks/{id}`.

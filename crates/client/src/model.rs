@@ -195,6 +195,9 @@ pub struct NewProject {
     pub project_group_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lifecycle_id: Option<String>,
+    /// `Untenanted | TenantedOrUntenanted | Tenanted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenanted_deployment_mode: Option<String>,
 }
 
 /// `POST /api/{space}/releases/create/v1` (the executions API).
@@ -211,6 +214,16 @@ pub struct CreateRelease {
     pub channel_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub release_notes: Option<String>,
+    /// `StepOrPackageId:Version` entries.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+    /// The version of every package not named in `packages`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package_version: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_channel_rules: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_if_already_exists: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -233,6 +246,61 @@ pub struct DeployRelease {
     pub environment_names: Vec<String>,
     /// Values for prompted variables.
     pub variables: BTreeMap<String, String>,
+    /// Only these targets (names or ids).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub specific_machine_names: Vec<String>,
+    /// Not these targets (names or ids).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub excluded_machine_names: Vec<String>,
+    /// Steps to skip (names; required steps cannot be skipped).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skip_step_names: Vec<String>,
+    /// Start no earlier than this (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    /// Drop the deployment if it has not started by then (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_run_after: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub force_package_download: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub use_guided_failure: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub update_variable_snapshot: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment_freeze_override_reason: Option<String>,
+}
+
+/// `POST /api/{space}/deployments/create/tenanted/v1`: one environment, many tenants.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeployTenanted {
+    pub project_name: String,
+    pub release_version: String,
+    pub environment_name: String,
+    /// Tenant names or ids.
+    pub tenants: Vec<String>,
+    /// Canonical `Set/Tag` names; tenants with them are deployed to as well.
+    pub tenant_tags: Vec<String>,
+    pub variables: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub specific_machine_names: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub excluded_machine_names: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skip_step_names: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_run_after: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub force_package_download: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub use_guided_failure: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub update_variable_snapshot: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment_freeze_override_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -299,6 +367,7 @@ mod tests {
             release_version: "1.0.0".into(),
             environment_names: vec!["Dev".into(), "Test".into()],
             variables: BTreeMap::new(),
+            ..DeployRelease::default()
         })
         .unwrap_or_default();
         assert_eq!(

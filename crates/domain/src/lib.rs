@@ -4,12 +4,16 @@
 //!
 //! Architecture invariant: this crate does no IO and depends on no runtime, database or web crate.
 
+pub mod channel_rules;
 pub mod ids;
 pub mod lifecycle;
 pub mod model;
 pub mod task;
+pub mod tenant;
 pub mod time;
 pub mod variables;
 pub mod version;
+pub mod version_range;
 
 pub use model::*;
+pub use tenant::{Tag, TagSet, Tenant};

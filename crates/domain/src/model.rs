@@ -189,6 +189,8 @@ pub struct Project {
     pub extension_settings: Vec<Value>,
     pub project_tags: Vec<String>,
     pub cloned_from_project_id: Option<String>,
+    /// Rendered as the notes of a release created without any (`docs/channels.md`).
+    pub release_notes_template: Option<String>,
 }
 
 impl Default for Project {
@@ -220,6 +222,7 @@ impl Default for Project {
             extension_settings: Vec::new(),
             project_tags: Vec::new(),
             cloned_from_project_id: None,
+            release_notes_template: None,
         }
     }
 }
@@ -478,6 +481,24 @@ pub struct Release {
     pub build_information: Vec<Value>,
     pub custom_fields: BTreeMap<String, String>,
     pub version_control_reference: Option<Value>,
+    /// Reasons the release was prevented from progressing (Octopus's "defects"); stored with
+    /// the release, shown through `/releases/{id}/defects` (`docs/channels.md`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub defects: Vec<ReleaseDefect>,
+}
+
+/// A reason a release may not progress further (`Status` `Unresolved`), or one that was lifted
+/// (`Resolved`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ReleaseDefect {
+    pub id: String,
+    pub description: String,
+    pub status: String,
+    pub created: String,
+    pub created_by: String,
+    pub resolved: Option<String>,
+    pub resolved_by: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

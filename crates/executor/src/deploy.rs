@@ -3,10 +3,14 @@
 //! the hierarchical log (task → step → target → lines).
 
 use ferry_domain::task::{ActivityStatus, LogCategory, TaskState};
+use ferry_domain::tenant::{
+    Template, TenantVariables, library_value_key, project_value_key, step_runs_for, target_serves,
+    tenant_variables_id,
+};
 use ferry_domain::variables::ScopeContext;
 use ferry_domain::{
     Channel, Deployment, DeploymentAction, DeploymentProcess, DeploymentStep, Environment, Machine,
-    Project, Release, Space, VariableSet, prop_is_true,
+    Project, Release, Space, Tenant, Variable, VariableScope, VariableSet, prop_is_true,
 };
 use ferry_store::TaskRow;
 use serde::de::DeserializeOwned;
@@ -54,6 +58,8 @@ struct Context {
     project: Project,
     channel: Option<Channel>,
     space: Option<Space>,
+    /// The tenant of a tenanted deployment, read when the deployment runs.
+    tenant: Option<Tenant>,
     /// The release's variable snapshots (project first, then library sets), values opened.
     sets: Vec<OpenedSet>,
     /// Prompted values given when the deployment was created (name → value).
@@ -102,8 +108,16 @@ async fn load_context(ex: &Executor, task: &TaskRow) -> Result<Context, String> 
             &format!("library variable set '{label}'"),
         )?);
     }
+    let tenant: Option<Tenant> = match &deployment.tenant_id {
+        Some(id) => Some(load(ex, id, "tenant").await?),
+        None => None,
+    };
+    if let Some(t) = &tenant {
+        // Tenant variables are not snapshotted: the current templates and values.
+        sets.push(tenant_set(ex, t, &project, &deployment.environment_id).await?);
+    }
     let prompted = prompted_values(ex, &deployment);
-    let machines = load_machines(ex, &release.space_id, &deployment).await?;
+    let machines = load_machines(ex, &release.space_id, &deployment, tenant.as_ref()).await?;
     let (pools, workers) = load_workers(ex, &release.space_id).await?;
     Ok(Context {
         deployment,
@@ -113,6 +127,7 @@ async fn load_context(ex: &Executor, task: &TaskRow) -> Result<Context, String> 
         project,
         channel,
         space,
+        tenant,
         sets,
         prompted,
         machines,
@@ -159,6 +174,7 @@ async fn load_machines(
     ex: &Executor,
     space_id: &str,
     deployment: &Deployment,
+    tenant: Option<&Tenant>,
 ) -> Result<Vec<Machine>, String> {
     let mut q = ferry_store::DocQuery::new("Machines");
     q.space_id = Some(space_id.to_string());
@@ -175,9 +191,12 @@ async fn load_machines(
         if m.is_disabled || !m.environment_ids.contains(&deployment.environment_id) {
             continue;
         }
-        let tenant_ok = match &deployment.tenant_id {
+        // A tenanted deployment uses targets that take part in tenanted deployments and serve
+        // the tenant (by id or by tag filter); an untenanted one those that allow untenanted.
+        let tenant_ok = match tenant {
             Some(t) => {
-                m.tenanted_deployment_participation != "Untenanted" && m.tenant_ids.contains(t)
+                m.tenanted_deployment_participation != "Untenanted"
+                    && target_serves(&m.tenant_ids, &m.tenant_tags, &t.id, &t.tenant_tags)
             }
             None => m.tenanted_deployment_participation != "Tenanted",
         };
@@ -250,8 +269,10 @@ fn deployment_variables(ex: &Executor, task: &TaskRow, ctx: &Context) -> Diction
             "False"
         },
     );
-    if let Some(t) = &dep.tenant_id {
-        d.set("Octopus.Deployment.Tenant.Id", t.clone());
+    if let Some(t) = &ctx.tenant {
+        d.set("Octopus.Deployment.Tenant.Id", t.id.clone());
+        d.set("Octopus.Deployment.Tenant.Name", t.name.clone());
+        d.set("Octopus.Deployment.Tenant.Tags", t.tenant_tags.join(","));
     }
     d.set("Octopus.Environment.Name", ctx.environment.name.clone());
     d.set("Octopus.Environment.Id", ctx.environment.id.clone());
@@ -378,6 +399,11 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
             if ctx.deployment.skip_actions.contains(&action.id) {
                 let a = logger.skipped(Some(&step_act), &action.name);
                 logger.verbose(&a, "Skipped because the deployment excludes this step");
+                continue;
+            }
+            if let Some(why) = tenant_skip_reason(action, &ctx) {
+                let a = logger.skipped(Some(&step_act), &action.name);
+                logger.info(&a, &why);
                 continue;
             }
             let child = if step.actions.len() > 1 { ai + 1 } else { 0 };
@@ -542,7 +568,11 @@ fn step_dictionary(
         step: Some(step.id.clone()),
         channel: Some(ctx.release.channel_id.clone()),
         tenant: ctx.deployment.tenant_id.clone(),
-        tenant_tags: Vec::new(),
+        tenant_tags: ctx
+            .tenant
+            .as_ref()
+            .map(|t| t.tenant_tags.clone())
+            .unwrap_or_default(),
         process_owner: Some(ctx.project.id.clone()),
     };
     let mut d = resolve(&ctx.sets, &scope);
@@ -855,6 +885,13 @@ fn skip_reason(step: &DeploymentStep, ctx: &Context) -> Option<String> {
             && !a.excluded_environments.contains(env)
             && (a.channels.is_empty() || a.channels.contains(&ctx.release.channel_id))
     };
+    if actions.iter().any(applies)
+        && !actions
+            .iter()
+            .any(|a| applies(a) && tenant_skip_reason(a, ctx).is_none())
+    {
+        return actions.iter().find_map(|a| tenant_skip_reason(a, ctx));
+    }
     if !actions.iter().any(applies) {
         return Some(format!(
             "Skipped because the step does not run in {} or in this channel",
@@ -862,6 +899,128 @@ fn skip_reason(step: &DeploymentStep, ctx: &Context) -> Option<String> {
         ));
     }
     None
+}
+
+/// Why an action with tenant tags does not run for this deployment: an untenanted deployment
+/// skips it, a tenanted one unless its tenant matches the tags (OR within a set, AND across).
+fn tenant_skip_reason(action: &DeploymentAction, ctx: &Context) -> Option<String> {
+    let tags = ctx.tenant.as_ref().map(|t| t.tenant_tags.as_slice());
+    if step_runs_for(&action.tenant_tags, tags) {
+        return None;
+    }
+    Some(match &ctx.tenant {
+        Some(t) => format!(
+            "Skipped because the step runs only for tenants tagged {} and tenant {} is not",
+            action.tenant_tags.join(", "),
+            t.name
+        ),
+        None => format!(
+            "Skipped because the step runs only for tenants tagged {} and this deployment is untenanted",
+            action.tenant_tags.join(", ")
+        ),
+    })
+}
+
+/// The tenant's variables for this deployment, as a variable set scoped to the tenant: the
+/// project's templates with the values for the deployment's environment, and the common
+/// templates of the library sets the project includes. A template without a value takes its
+/// default (which may refer to other variables). Sensitive values are opened and stay
+/// sensitive (masked in logs).
+async fn tenant_set(
+    ex: &Executor,
+    tenant: &Tenant,
+    project: &Project,
+    environment: &str,
+) -> Result<OpenedSet, String> {
+    let values: TenantVariables = match ex.db.get_doc(&tenant_variables_id(&tenant.id)).await {
+        Ok(Some(d)) => serde_json::from_str(&d.body).map_err(|e| {
+            format!(
+                "the variables of tenant {} are unreadable: {e}",
+                tenant.name
+            )
+        })?,
+        Ok(None) => TenantVariables::default(),
+        Err(e) => {
+            return Err(format!(
+                "could not read the variables of tenant {}: {e}",
+                tenant.name
+            ));
+        }
+    };
+    let scope = VariableScope {
+        tenant: vec![tenant.id.clone()],
+        ..VariableScope::default()
+    };
+    let mut variables = Vec::new();
+    let mut add =
+        |t: &Template, stored: Option<&ferry_domain::tenant::StoredValue>, key: String| {
+            let (value, sensitive) = match stored {
+                Some(v) if v.sealed_value.is_some() => {
+                    let sealed = v.sealed_value.as_deref().unwrap_or_default();
+                    let plain = ferry_crypto::open(
+                    &ex.cfg.master_key,
+                    &ferry_crypto::variable_aad(&tenant.id, &key),
+                    sealed,
+                )
+                .map_err(|e| {
+                    format!(
+                        "the sensitive tenant variable '{}' of tenant {} could not be opened: {e}",
+                        t.name, tenant.name
+                    )
+                })?;
+                    (Some(plain), true)
+                }
+                Some(v) if v.has_value() => (v.value.clone(), t.is_sensitive()),
+                _ => (t.default_value.clone(), t.is_sensitive()),
+            };
+            if let Some(value) = value {
+                variables.push(Variable {
+                    id: format!("tenant-{key}"),
+                    name: t.name.clone(),
+                    value: Some(value),
+                    is_sensitive: sensitive,
+                    scope: scope.clone(),
+                    ..Variable::default()
+                });
+            }
+            Ok::<(), String>(())
+        };
+    let project_values = values
+        .project_variables
+        .get(&project.id)
+        .and_then(|m| m.get(environment));
+    for t in project.templates.iter().map(Template::from_value) {
+        if t.name.is_empty() {
+            continue;
+        }
+        let key = project_value_key(&project.id, environment, &t.id);
+        add(&t, project_values.and_then(|m| m.get(&t.id)), key)?;
+    }
+    for lib_id in &project.included_library_variable_set_ids {
+        let lib: serde_json::Value = match ex.db.get_doc(lib_id).await {
+            Ok(Some(d)) => serde_json::from_str(&d.body).unwrap_or_default(),
+            _ => continue,
+        };
+        let lib_values = values.library_variables.get(lib_id);
+        for t in lib
+            .get("Templates")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .map(Template::from_value)
+        {
+            if t.name.is_empty() {
+                continue;
+            }
+            let key = library_value_key(lib_id, &t.id);
+            add(&t, lib_values.and_then(|m| m.get(&t.id)), key)?;
+        }
+    }
+    Ok(OpenedSet {
+        owner: tenant.id.clone(),
+        label: format!("tenant '{}'", tenant.name),
+        variables,
+    })
 }
 
 enum ActionResult {
@@ -1135,6 +1294,13 @@ async fn run_package_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResul
         dict,
         cancel,
         force_download: ctx.deployment.force_package_download,
+        retention: crate::deploy_package::target_retention(
+            ex,
+            &ctx.project,
+            ctx.channel.as_ref(),
+            &ctx.environment.id,
+        )
+        .await,
     };
     let result = crate::deploy_package::run(run).await;
     output.variables = out.take_variables();

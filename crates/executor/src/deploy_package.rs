@@ -67,6 +67,89 @@ pub struct PackageRun<'a> {
     pub dict: &'a Dictionary,
     pub cancel: &'a CancellationToken,
     pub force_download: bool,
+    /// The lifecycle's retention of installations on targets.
+    pub retention: Retention,
+}
+
+/// How many earlier installations of a package a target keeps: the lifecycle's (or its
+/// phase's) `TentacleRetentionPolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    Forever,
+    Items(u32),
+    Days(u32),
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention::Items(KEEP_INSTALLATIONS as u32)
+    }
+}
+
+impl Retention {
+    pub fn from_policy(p: &ferry_domain::RetentionPeriod) -> Retention {
+        let n = u32::try_from(p.quantity_to_keep.max(0)).unwrap_or(u32::MAX);
+        if p.should_keep_forever || n == 0 {
+            Retention::Forever
+        } else if p.unit.eq_ignore_ascii_case("Items") {
+            Retention::Items(n)
+        } else {
+            Retention::Days(n)
+        }
+    }
+}
+
+/// The retention of files on targets for a deployment of `project` (in `channel`) to
+/// `environment_id`: the policy of the environment's phase, else of the nearest earlier phase
+/// that has one, else the lifecycle's. Falls back to keeping the last three when the lifecycle
+/// cannot be read.
+pub async fn target_retention(
+    ex: &Executor,
+    project: &ferry_domain::Project,
+    channel: Option<&ferry_domain::Channel>,
+    environment_id: &str,
+) -> Retention {
+    let lifecycle_id = channel
+        .and_then(|c| c.lifecycle_id.clone())
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| project.lifecycle_id.clone());
+    let lifecycle: ferry_domain::Lifecycle = match ex.db.get_doc(&lifecycle_id).await {
+        Ok(Some(d)) => match serde_json::from_str(&d.body) {
+            Ok(l) => l,
+            Err(_) => return Retention::default(),
+        },
+        _ => return Retention::default(),
+    };
+    let envs: Vec<ferry_domain::lifecycle::EnvRef> = match ex
+        .db
+        .list_docs(&ferry_store::DocQuery {
+            space_id: Some(project.space_id.clone()),
+            ..ferry_store::DocQuery::new("Environments")
+        })
+        .await
+    {
+        Ok((rows, _)) => rows
+            .into_iter()
+            .map(|r| ferry_domain::lifecycle::EnvRef {
+                id: r.id,
+                name: r.name,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let phases = ferry_domain::lifecycle::effective_phases(&lifecycle.phases, &envs);
+    let own = phases
+        .iter()
+        .position(|p| p.environments.iter().any(|e| e == environment_id))
+        .and_then(|i| {
+            (0..=i).rev().find_map(|j| {
+                lifecycle
+                    .phases
+                    .get(j)
+                    .and_then(|p| p.tentacle_retention_policy.clone())
+            })
+        });
+    Retention::from_policy(own.as_ref().unwrap_or(&lifecycle.tentacle_retention_policy))
 }
 
 fn enabled(props: &BTreeMap<String, String>, feature: &str, switch: &str) -> bool {
@@ -243,17 +326,27 @@ pub async fn run(r: PackageRun<'_>) -> Result<PackageResult, String> {
         return Err(e.clone());
     }
 
-    // Retention: keep the last installations of this package, never the current one.
-    match target
-        .package_stage(
-            PackageOp::Retain {
-                dir: dir.display().to_string(),
-                keep: KEEP_INSTALLATIONS as u32,
-            },
-            r.task,
-        )
-        .await
-    {
+    // Retention: the lifecycle's policy for files on targets, never the current installation.
+    let (keep, keep_days) = match r.retention {
+        Retention::Forever => (u32::MAX, None),
+        Retention::Items(n) => (n.max(1), None),
+        Retention::Days(d) => (u32::MAX, Some(d)),
+    };
+    let outcome = if r.retention == Retention::Forever {
+        Ok(PackageStageReply::default())
+    } else {
+        target
+            .package_stage(
+                PackageOp::Retain {
+                    dir: dir.display().to_string(),
+                    keep,
+                    keep_days,
+                },
+                r.task,
+            )
+            .await
+    };
+    match outcome {
         Ok(rep) => report(logger, activity, &rep),
         Err(e) => logger.line(
             activity,

@@ -81,6 +81,17 @@ pub struct Executor {
     target_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Whose turn it is among a pool's workers.
     pub(crate) worker_turn: std::sync::atomic::AtomicUsize,
+    /// Tasks this node has finished (for lifecycle auto-deployment and other followers).
+    finished: tokio::sync::broadcast::Sender<FinishedTask>,
+}
+
+/// A task this node finished and recorded.
+#[derive(Clone, Debug)]
+pub struct FinishedTask {
+    pub task_id: String,
+    pub space_id: String,
+    pub deployment_id: Option<String>,
+    pub state: TaskState,
 }
 
 /// Default global cap on concurrent (action × target) runs per node.
@@ -114,7 +125,14 @@ impl Executor {
             target_slots: tokio::sync::Semaphore::new(cfg_target_cap),
             target_locks: Mutex::new(HashMap::new()),
             worker_turn: std::sync::atomic::AtomicUsize::new(0),
+            finished: tokio::sync::broadcast::channel(1024).0,
         })
+    }
+
+    /// Tasks finished by this node from now on, in the order they were recorded. A receiver
+    /// that falls more than 1024 behind is told how many it missed (`Lagged`).
+    pub fn subscribe_finished(&self) -> tokio::sync::broadcast::Receiver<FinishedTask> {
+        self.finished.subscribe()
     }
 
     /// Wires deployment targets (the agent transport) in.
@@ -419,7 +437,15 @@ impl Executor {
             )
             .await
         {
-            Ok(true) => {}
+            Ok(true) => {
+                // Nobody listening is fine.
+                let _ = self.finished.send(FinishedTask {
+                    task_id: task.id.clone(),
+                    space_id: task.space_id.clone(),
+                    deployment_id: task.deployment_id.clone(),
+                    state,
+                });
+            }
             Ok(false) => {
                 tracing::warn!(task = %task.id, "task lease lost before the outcome was recorded")
             }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use ferry_packages::filename::PackageFormat;
 use ferry_protocol::{PackageOp, PackageStageReply, PackagedScript, Syntax as WireSyntax};
 
-use crate::package_step::{apply_retention, copy_to_custom_dir, installation_dir, packaged_script};
+use crate::package_step::{
+    apply_retention, apply_retention_days, copy_to_custom_dir, installation_dir, packaged_script,
+};
 use crate::target::Syntax;
 use crate::variables::Dictionary;
 
@@ -201,11 +203,21 @@ pub fn apply(op: &PackageOp, roots: &Roots) -> Result<PackageStageReply, String>
                 });
             }
         }
-        PackageOp::Retain { dir, keep } => {
+        PackageOp::Retain {
+            dir,
+            keep,
+            keep_days,
+        } => {
             let keep = usize::try_from(*keep).unwrap_or(usize::MAX).max(1);
-            match apply_retention(Path::new(dir), keep) {
-                Ok(removed) if !removed.is_empty() => reply.info.push(format!(
-                    "Retention removed {} earlier installation(s), keeping the last {keep}",
+            let result = match keep_days {
+                Some(days) => apply_retention_days(Path::new(dir), *days)
+                    .map(|r| (r, format!("keeping the last {days} day(s)"))),
+                None => apply_retention(Path::new(dir), keep)
+                    .map(|r| (r, format!("keeping the last {keep}"))),
+            };
+            match result {
+                Ok((removed, kept)) if !removed.is_empty() => reply.info.push(format!(
+                    "Retention removed {} earlier installation(s), {kept}",
                     removed.len()
                 )),
                 Ok(_) => {}

@@ -136,6 +136,37 @@ pub fn apply_retention(current: &Path, keep: usize) -> std::io::Result<Vec<PathB
     Ok(removed)
 }
 
+/// Removes earlier installations of a package older than `days` days (by the directory's
+/// modification time), never the current one. Directories the journal does not list are never
+/// touched. Returns the directories removed.
+pub fn apply_retention_days(current: &Path, days: u32) -> std::io::Result<Vec<PathBuf>> {
+    record_installation(current)?;
+    let Some(parent) = current.parent() else {
+        return Ok(Vec::new());
+    };
+    let cutoff = std::time::SystemTime::now()
+        .checked_sub(std::time::Duration::from_secs(u64::from(days) * 86_400))
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let current_name = current.file_name().map(|n| n.to_string_lossy().to_string());
+    let mut removed = Vec::new();
+    let mut kept = Vec::new();
+    for e in read_journal(parent) {
+        let d = parent.join(&e);
+        let Ok(meta) = std::fs::symlink_metadata(&d) else {
+            continue;
+        };
+        let old = meta.modified().is_ok_and(|m| m < cutoff);
+        if old && meta.is_dir() && Some(&e) != current_name.as_ref() {
+            std::fs::remove_dir_all(&d)?;
+            removed.push(d);
+        } else {
+            kept.push(e);
+        }
+    }
+    std::fs::write(parent.join(JOURNAL), kept.join("\n") + "\n")?;
+    Ok(removed)
+}
+
 /// Copies the extracted package to a custom installation directory. With `purge`, the
 /// directory is emptied first except for paths matching `exclusions` (newline-separated globs
 /// relative to the directory, e.g. `logs/**` or `**/*.config`). Symlinks are not followed.

@@ -24,6 +24,10 @@ use ferry_client::variables::{self as vars, ExplainContext, NewValue};
 use ferry_client::{Client, ClientError};
 use serde_json::Value;
 
+#[path = "cli_mgmt.rs"]
+mod mgmt;
+pub use mgmt::{ChannelCommand, LifecycleCommand, PromoteArgs, TenantCommand};
+
 /// Exit codes `ferry` client commands end with.
 pub mod exit {
     /// The command did what it was asked.
@@ -124,6 +128,15 @@ pub enum ClientCommand {
     /// List, show, disable, enable and delete deployment targets
     #[command(subcommand)]
     Target(TargetCommand),
+    /// List, show, create and delete lifecycles
+    #[command(subcommand)]
+    Lifecycle(LifecycleCommand),
+    /// List, create and delete a project's channels (with version rules)
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+    /// Tenants, their tags, project connections and variables
+    #[command(subcommand)]
+    Tenant(TenantCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -249,9 +262,32 @@ pub enum ProjectCommand {
         /// Lifecycle, by name or id
         #[arg(long, value_name = "NAME|ID")]
         lifecycle: Option<String>,
+        /// Whether the project deploys per tenant [default: untenanted]
+        #[arg(long, value_enum, value_name = "MODE")]
+        tenanted: Option<TenantedArg>,
     },
     /// List the projects of the space
     List,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum TenantedArg {
+    /// Untenanted deployments only
+    Untenanted,
+    /// Tenanted deployments only
+    Tenanted,
+    /// Either
+    Both,
+}
+
+impl TenantedArg {
+    fn octopus(self) -> &'static str {
+        match self {
+            TenantedArg::Untenanted => "Untenanted",
+            TenantedArg::Tenanted => "Tenanted",
+            TenantedArg::Both => "TenantedOrUntenanted",
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -390,9 +426,32 @@ pub enum ReleaseCommand {
         channel: Option<String>,
         #[arg(long, value_name = "NOTES")]
         release_notes: Option<String>,
+        /// A package version for one step or package: STEP-OR-PACKAGE:VERSION (repeatable)
+        #[arg(long = "package", value_name = "STEP:VERSION")]
+        packages: Vec<String>,
+        /// The version of every package not given with --package [default: the latest that
+        /// satisfies the channel's rules]
+        #[arg(long, value_name = "VERSION")]
+        package_version: Option<String>,
+        /// Accept package versions that break the channel's version rules
+        #[arg(long)]
+        ignore_channel_rules: bool,
+        /// Succeed without creating anything if the version exists
+        #[arg(long)]
+        ignore_existing: bool,
+        /// Follow the lifecycle's automatic deployments of the new release until they end;
+        /// exit 3 unless all succeed
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds (exit 5)
+        #[arg(long, value_name = "SECS", requires = "wait")]
+        timeout: Option<u64>,
     },
-    /// Deploy a release to one or more environments
+    /// Deploy a release to one or more environments (or, with --tenant/--tenant-tag, to
+    /// tenants in one environment)
     Deploy(DeployArgs),
+    /// Deploy the release last deployed successfully to one environment to others
+    Promote(PromoteArgs),
     /// Show what changed between two releases of a project (packages, steps, variables)
     Diff {
         /// Project, by name, slug or id
@@ -421,6 +480,39 @@ pub struct DeployArgs {
     /// Value of a prompted variable (repeatable)
     #[arg(long = "variable", value_name = "NAME:VALUE", value_parser = parse_variable)]
     variables: Vec<(String, String)>,
+    /// Deploy to this tenant (repeatable; name or id)
+    #[arg(long = "tenant", value_name = "NAME|ID")]
+    tenants: Vec<String>,
+    /// Deploy to every connected tenant with this tag (repeatable; Set/Tag)
+    #[arg(long = "tenant-tag", value_name = "SET/TAG")]
+    tenant_tags: Vec<String>,
+    /// Only this target (repeatable; name or id)
+    #[arg(long = "specific-target", value_name = "NAME|ID")]
+    specific_targets: Vec<String>,
+    /// Not this target (repeatable; name or id)
+    #[arg(long = "exclude-target", value_name = "NAME|ID")]
+    excluded_targets: Vec<String>,
+    /// Skip this step (repeatable; required steps cannot be skipped)
+    #[arg(long = "skip-step", value_name = "NAME")]
+    skip_steps: Vec<String>,
+    /// Start at this time (RFC 3339, e.g. 2030-01-01T10:00:00+00:00)
+    #[arg(long, value_name = "TIME")]
+    deploy_at: Option<String>,
+    /// Drop the deployment if it has not started by this time
+    #[arg(long, value_name = "TIME", requires = "deploy_at")]
+    no_deploy_after: Option<String>,
+    /// Download packages again even if the target has them
+    #[arg(long)]
+    force_package_download: bool,
+    /// Pause for a decision when a step fails
+    #[arg(long)]
+    guided_failure: bool,
+    /// Take a new snapshot of the project's variables first
+    #[arg(long)]
+    update_variables: bool,
+    /// Deploy despite an active deployment freeze, for this reason (audited)
+    #[arg(long, value_name = "REASON")]
+    freeze_override_reason: Option<String>,
     /// Follow every deployment's log until it ends; exit 3 unless all succeed
     #[arg(long)]
     wait: bool,
@@ -634,6 +726,18 @@ async fn execute(conn: &ConnArgs, command: ClientCommand) -> Result<(), Failure>
             let session = Session::open(conn).await?;
             target(&session, command).await
         }
+        ClientCommand::Lifecycle(command) => {
+            let session = Session::open(conn).await?;
+            mgmt::lifecycle(&session, command).await
+        }
+        ClientCommand::Channel(command) => {
+            let session = Session::open(conn).await?;
+            mgmt::channel(&session, command).await
+        }
+        ClientCommand::Tenant(command) => {
+            let session = Session::open(conn).await?;
+            mgmt::tenant(&session, command).await
+        }
     }
 }
 
@@ -798,6 +902,7 @@ async fn project(session: &Session, command: ProjectCommand) -> Result<(), Failu
             description,
             group,
             lifecycle,
+            tenanted,
         } => {
             let project_group_id = match group {
                 Some(group) => Some(client.find_project_group(space, &group).await?.data.id),
@@ -815,6 +920,7 @@ async fn project(session: &Session, command: ProjectCommand) -> Result<(), Failu
                         description,
                         project_group_id,
                         lifecycle_id,
+                        tenanted_deployment_mode: tenanted.map(|t| t.octopus().to_owned()),
                     },
                 )
                 .await?;
@@ -1144,6 +1250,12 @@ async fn release(session: &Session, command: ReleaseCommand) -> Result<(), Failu
             version,
             channel,
             release_notes,
+            packages,
+            package_version,
+            ignore_channel_rules,
+            ignore_existing,
+            wait,
+            timeout,
         } => {
             let created = client
                 .create_release(
@@ -1153,30 +1265,115 @@ async fn release(session: &Session, command: ReleaseCommand) -> Result<(), Failu
                         release_version: version,
                         channel_name: channel,
                         release_notes,
+                        packages,
+                        package_version,
+                        ignore_channel_rules,
+                        ignore_if_already_exists: ignore_existing,
                     },
                 )
                 .await?;
+            let auto: Vec<String> = created
+                .json
+                .get("AutomaticallyDeployedEnvironments")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
             if session.json() {
-                return print_json(&created.json);
+                print_json(&created.json)?;
+            } else {
+                print_line(format!(
+                    "Created release {} ({}) of {project}",
+                    created.release_version, created.release_id
+                ))?;
+                if !auto.is_empty() {
+                    print_line(format!(
+                        "The lifecycle deploys it automatically to {}",
+                        auto.join(", ")
+                    ))?;
+                }
             }
-            print_line(format!(
-                "Created release {} ({}) of {project}",
-                created.release_version, created.release_id
-            ))
+            if !wait || auto.is_empty() {
+                return Ok(());
+            }
+            let deployments = client
+                .get_json(&format!(
+                    "/api/{}/releases/{}/deployments?take=1000",
+                    segment(space),
+                    segment(&created.release_id)
+                ))
+                .await?;
+            let tasks: Vec<String> = deployments
+                .get("Items")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.get("TaskId").and_then(Value::as_str))
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            wait_for_tasks(session, &tasks, timeout, !session.json()).await
         }
+        ReleaseCommand::Promote(args) => mgmt::promote(session, args).await,
         ReleaseCommand::Deploy(args) => {
             let environments = args.environments.join(", ");
-            let created = client
-                .deploy_release(
-                    space,
-                    &DeployRelease {
-                        project_name: args.project.clone(),
-                        release_version: args.version.clone(),
-                        environment_names: args.environments,
-                        variables: args.variables.into_iter().collect::<BTreeMap<_, _>>(),
-                    },
-                )
-                .await?;
+            let tenanted = !args.tenants.is_empty() || !args.tenant_tags.is_empty();
+            let created = if tenanted {
+                let [environment] = args.environments.as_slice() else {
+                    return Err(Failure::Usage(
+                        "a tenanted deployment goes to one environment: give --environment once"
+                            .to_owned(),
+                    ));
+                };
+                client
+                    .deploy_tenanted(
+                        space,
+                        &ferry_client::model::DeployTenanted {
+                            project_name: args.project.clone(),
+                            release_version: args.version.clone(),
+                            environment_name: environment.clone(),
+                            tenants: args.tenants.clone(),
+                            tenant_tags: args.tenant_tags.clone(),
+                            variables: args.variables.into_iter().collect::<BTreeMap<_, _>>(),
+                            specific_machine_names: args.specific_targets,
+                            excluded_machine_names: args.excluded_targets,
+                            skip_step_names: args.skip_steps,
+                            run_at: args.deploy_at,
+                            no_run_after: args.no_deploy_after,
+                            force_package_download: args.force_package_download,
+                            use_guided_failure: args.guided_failure,
+                            update_variable_snapshot: args.update_variables,
+                            deployment_freeze_override_reason: args.freeze_override_reason,
+                        },
+                    )
+                    .await?
+            } else {
+                client
+                    .deploy_release(
+                        space,
+                        &DeployRelease {
+                            project_name: args.project.clone(),
+                            release_version: args.version.clone(),
+                            environment_names: args.environments,
+                            variables: args.variables.into_iter().collect::<BTreeMap<_, _>>(),
+                            specific_machine_names: args.specific_targets,
+                            excluded_machine_names: args.excluded_targets,
+                            skip_step_names: args.skip_steps,
+                            run_at: args.deploy_at,
+                            no_run_after: args.no_deploy_after,
+                            force_package_download: args.force_package_download,
+                            use_guided_failure: args.guided_failure,
+                            update_variable_snapshot: args.update_variables,
+                            deployment_freeze_override_reason: args.freeze_override_reason,
+                        },
+                    )
+                    .await?
+            };
             let tasks: Vec<String> = created
                 .deployment_server_tasks
                 .iter()

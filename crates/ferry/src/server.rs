@@ -320,7 +320,6 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         ssh,
         retry_window,
     }));
-    let worker = tokio::spawn(executor.clone().run());
     tokio::spawn(crate::agents::health_loop(
         db.clone(),
         executor.clone(),
@@ -344,6 +343,13 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
             blobs, retention,
         )),
     };
+    // Follow finished tasks (lifecycle automatic deployment) before the worker can finish any.
+    let auto_deploy = ferry_server::api::autodeploy::spawn(state.clone());
+    let release_retention = tokio::spawn(ferry_server::api::release_retention::periodic(
+        state.clone(),
+        ferry_server::api::release_retention::INTERVAL,
+    ));
+    let worker = tokio::spawn(executor.clone().run());
     let retention_job = retention.is_active().then(|| {
         tokio::spawn(ferry_server::api::retention::periodic(
             state.clone(),
@@ -394,6 +400,8 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
     agents_stop.cancel();
     executor.shutdown(ferry_server::SHUTDOWN_GRACE).await;
     worker.abort();
+    auto_deploy.abort();
+    release_retention.abort();
     if let Some(job) = retention_job {
         job.abort();
     }

@@ -451,8 +451,15 @@ pub enum PackageOp {
     },
     /// Reads the package's convention script for a stage from a directory.
     ReadScript { dir: String, stage: String },
-    /// Keeps the last `keep` installations of the package installed in `dir`.
-    Retain { dir: String, keep: u32 },
+    /// Keeps the last `keep` installations of the package installed in `dir` (`u32::MAX`:
+    /// all); with `keep_days`, instead removes installations older than that many days. Older
+    /// agents ignore `keep_days` and keep everything, which is safe.
+    Retain {
+        dir: String,
+        keep: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep_days: Option<u32>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,11 +12,12 @@ use axum::routing::{delete, get, post, put};
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::api::dashboard;
 use crate::api::{
-    accounts, buildinfo, channels, deployments, environments, events, executions, freezes,
-    libraryvariablesets, lifecycles, machinepolicies, machines, misc, packages, process,
-    projectgroups, projects, releasediff, releases, retention, spaces, tasks, variables,
-    workerpools, workers,
+    accounts, buildinfo, channels, deployments, deploytemplate, environments, events, executions,
+    freezes, libraryvariablesets, lifecycles, machinepolicies, machines, misc, packages, process,
+    projectgroups, projects, release_retention, releasediff, releases, retention, spaces, tagsets,
+    tasks, tenants, variables, workerpools, workers,
 };
 
 /// Octopus's permission names, as far as Ferry's endpoints need them. `Anonymous` endpoints
@@ -73,6 +74,14 @@ pub enum Permission {
     DeploymentCreate,
     DeploymentFreezeView,
     DeploymentFreezeAdminister,
+    TenantView,
+    TenantCreate,
+    TenantEdit,
+    TenantDelete,
+    TagSetView,
+    TagSetCreate,
+    TagSetEdit,
+    TagSetDelete,
     TaskView,
     TaskCancel,
     EventView,
@@ -831,6 +840,20 @@ pub fn build() -> (Router<AppState>, RouteTable) {
         )
         .add(
             M::GET,
+            "/api/{space_id}/channels/rule-test",
+            P::ProjectView,
+            "Test a version against a channel rule's range and tag",
+            channels::rule_test,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/channels/rule-test",
+            P::ProjectView,
+            "Test a version against a channel rule's range and tag",
+            channels::rule_test,
+        )
+        .add(
+            M::GET,
             "/api/{space_id}/channels/{id}",
             P::ProjectView,
             "Get a channel",
@@ -959,11 +982,25 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             releases::remove,
         )
         .add(
+            M::POST,
+            "/api/{space_id}/retention/releases",
+            P::ReleaseDelete,
+            "Apply the lifecycles' release retention now (dryRun=true only reports)",
+            release_retention::run_now,
+        )
+        .add(
             M::GET,
             "/api/{space_id}/releases/{id}/deployments",
             P::DeploymentView,
             "Deployments of a release",
             deployments::for_release,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/releases/{id}/deployments/template",
+            P::ReleaseView,
+            "Where a release can be deployed now (per tenant too), and whether the project changed since",
+            deploytemplate::template,
         )
         .add(
             M::GET,
@@ -980,6 +1017,27 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             releasediff::compare,
         )
         .add(
+            M::GET,
+            "/api/{space_id}/releases/{id}/defects",
+            P::ReleaseView,
+            "Reasons a release was prevented from progressing",
+            releases::defects,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/releases/{id}/defects",
+            P::ReleaseEdit,
+            "Prevent a release from progressing (with a reason)",
+            releases::prevent_progression,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/releases/{id}/defects/resolve",
+            P::ReleaseEdit,
+            "Allow a release to progress again",
+            releases::allow_progression,
+        )
+        .add(
             M::POST,
             "/api/{space_id}/releases/{id}/snapshot-variables",
             P::ReleaseEdit,
@@ -992,6 +1050,21 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             P::ReleaseCreate,
             "Create a release (executions API)",
             executions::create_release,
+        )
+        // Dashboard
+        .add(
+            M::GET,
+            "/api/{space_id}/dashboard",
+            P::DeploymentView,
+            "Current deployment of every project and environment, paged by project group",
+            dashboard::get,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/dashboard/dynamic",
+            P::DeploymentView,
+            "Current deployments of the given projects and environments",
+            dashboard::dynamic,
         )
         // Deployments
         .add(
@@ -1021,6 +1094,120 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             P::DeploymentCreate,
             "Deploy a release (executions API)",
             executions::deploy_untenanted,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/deployments/create/tenanted/v1",
+            P::DeploymentCreate,
+            "Deploy a release to tenants (executions API)",
+            executions::deploy_tenanted,
+        )
+        // Tag sets
+        .add(
+            M::GET,
+            "/api/{space_id}/tagsets",
+            P::TagSetView,
+            "List tag sets",
+            tagsets::list,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/tagsets",
+            P::TagSetCreate,
+            "Create a tag set",
+            tagsets::create,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/tagsets/all",
+            P::TagSetView,
+            "All tag sets",
+            tagsets::all,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/tagsets/{id}",
+            P::TagSetView,
+            "Get a tag set",
+            tagsets::get,
+        )
+        .add(
+            M::PUT,
+            "/api/{space_id}/tagsets/{id}",
+            P::TagSetEdit,
+            "Update a tag set",
+            tagsets::update,
+        )
+        .add(
+            M::DELETE,
+            "/api/{space_id}/tagsets/{id}",
+            P::TagSetDelete,
+            "Delete a tag set",
+            tagsets::remove,
+        )
+        // Tenants
+        .add(
+            M::GET,
+            "/api/{space_id}/tenants",
+            P::TenantView,
+            "List tenants",
+            tenants::list,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/tenants",
+            P::TenantCreate,
+            "Create a tenant",
+            tenants::create,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/tenants/all",
+            P::TenantView,
+            "All tenants",
+            tenants::all,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/tenants/variables-missing",
+            P::TenantView,
+            "Tenant variables that have no value",
+            tenants::variables_missing,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/tenants/{id}",
+            P::TenantView,
+            "Get a tenant",
+            tenants::get,
+        )
+        .add(
+            M::PUT,
+            "/api/{space_id}/tenants/{id}",
+            P::TenantEdit,
+            "Update a tenant",
+            tenants::update,
+        )
+        .add(
+            M::DELETE,
+            "/api/{space_id}/tenants/{id}",
+            P::TenantDelete,
+            "Delete a tenant",
+            tenants::remove,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/tenants/{id}/variables",
+            P::VariableView,
+            "A tenant's variable values",
+            tenants::get_variables,
+        )
+        .add(
+            M::PUT,
+            "/api/{space_id}/tenants/{id}/variables",
+            P::VariableEdit,
+            "Update a tenant's variable values",
+            tenants::put_variables,
         )
         // Deployment freezes
         .add(

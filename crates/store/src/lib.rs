@@ -8,8 +8,11 @@
 mod migrate;
 pub use migrate::versions as migration_versions;
 pub mod blobs;
+pub mod dashboard;
 pub mod packages;
+pub mod purge;
 mod rows;
+pub use dashboard::{DashboardCell, DashboardQuery, DashboardQueued};
 pub use packages::*;
 
 use std::str::FromStr;
@@ -173,9 +176,11 @@ impl Db {
                 .min_connections(1)
                 .connect_with(opts.clone())
                 .await?;
+            // Readers may return thousands of rows (the dashboard): a deeper row buffer lets the
+            // SQLite worker thread run ahead instead of waking the reader for every row.
             let read = SqlitePoolOptions::new()
                 .max_connections(4)
-                .connect_with(opts.read_only(false))
+                .connect_with(opts.read_only(false).row_buffer_size(1024))
                 .await?;
             Ok(Db::Sqlite { write, read })
         } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {

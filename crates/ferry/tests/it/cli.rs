@@ -103,6 +103,29 @@ async fn readme_tours_work_as_written() {
     assert_eq!(settings["Greeting"], "Hello from Ferry");
     assert_eq!(settings["Port"], 80);
 
+    let lc = run_shell(&s, &tour("lifecycle"));
+    let out = text(&lc);
+    assert!(lc.status.success(), "lifecycle tour failed:\n{out}");
+    assert!(
+        out.contains("The lifecycle deploys it automatically to Development"),
+        "{out}"
+    );
+    assert!(out.contains("Shop 1.0.0 in Development"), "{out}");
+    assert!(
+        out.contains("the lifecycle phase 'Test' must be completed first"),
+        "{out}"
+    );
+    assert!(out.contains("Shop 1.0.0 in Test"), "{out}");
+    assert!(out.contains("Shop 1.0.0 in Production"), "{out}");
+    assert!(out.contains("at least 1"), "{out}");
+
+    let tn = run_shell(&s, &tour("tenants"));
+    let out = text(&tn);
+    assert!(tn.status.success(), "tenants tour failed:\n{out}");
+    assert!(out.contains("Portal for Acme (Tier/Gold)"), "{out}");
+    assert!(out.contains("Portal for Initech (Tier/Gold)"), "{out}");
+    assert!(!out.contains("Portal for Globex"), "{out}");
+
     let agent_dir = tempfile::tempdir().unwrap();
     let agent = run_shell_in(&s, &tour("agent"), agent_dir.path());
     let out = text(&agent);
@@ -236,4 +259,189 @@ async fn exit_codes_and_errors() {
     // Usage errors: 2.
     let o = ferry(&s, &["release", "deploy", "--project", "Broken"]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn release_management_commands() {
+    let s = Server::start();
+    let ok = |args: &[&str]| {
+        let o = ferry(&s, args);
+        let out = text(&o);
+        assert!(o.status.success(), "ferry {args:?} failed:\n{out}");
+        out
+    };
+    ok(&["environment", "create", "Development"]);
+    ok(&["environment", "create", "Production"]);
+    ok(&[
+        "lifecycle",
+        "create",
+        "--name",
+        "Two",
+        "--phase",
+        "Dev=Development",
+        "--phase",
+        "Prod=Production;optional",
+        "--keep-releases",
+        "5",
+    ]);
+    let out = ok(&["lifecycle", "show", "Two"]);
+    assert!(out.contains("Releases: keep 5 items"), "{out}");
+    assert!(out.contains("Prod") && out.contains("optional"), "{out}");
+    let out = ok(&["lifecycle", "list"]);
+    assert!(out.contains("Dev → Prod"), "{out}");
+    // Bad phase syntax is a usage error naming the option.
+    let o = ferry(
+        &s,
+        &[
+            "lifecycle",
+            "create",
+            "--name",
+            "X",
+            "--phase",
+            "A=Development;min=x",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("min=x"), "{}", text(&o));
+
+    ok(&[
+        "project",
+        "create",
+        "Web",
+        "--lifecycle",
+        "Two",
+        "--tenanted",
+        "both",
+    ]);
+    ok(&[
+        "process",
+        "add-package",
+        "--project",
+        "Web",
+        "--name",
+        "Deploy web",
+        "--package",
+        "Acme.Web",
+    ]);
+    ok(&[
+        "channel",
+        "create",
+        "--project",
+        "Web",
+        "--name",
+        "Beta",
+        "--rule",
+        "Deploy web|[1.0,2.0)|^beta",
+    ]);
+    let out = ok(&["channel", "list", "--project", "Web"]);
+    assert!(
+        out.contains("Beta") && out.contains("Deploy web: [1.0,2.0) ^beta"),
+        "{out}"
+    );
+    // A rule naming no step of the process is refused by the server, naming it.
+    let o = ferry(
+        &s,
+        &[
+            "channel",
+            "create",
+            "--project",
+            "Web",
+            "--name",
+            "Bad",
+            "--rule",
+            "Nope|[1.0,)|",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("Nope"), "{}", text(&o));
+    ok(&["channel", "delete", "--project", "Web", "Beta"]);
+    assert!(!ok(&["channel", "list", "--project", "Web"]).contains("Beta"));
+
+    // Tenants: tags, connection and a tenant variable from a project template.
+    ok(&[
+        "tenant",
+        "create-tag-set",
+        "--name",
+        "Region",
+        "--tag",
+        "East",
+        "--tag",
+        "West",
+    ]);
+    assert!(ok(&["tenant", "tag-sets"]).contains("Region/East, Region/West"));
+    ok(&["tenant", "create", "--name", "Acme", "--tag", "Region/East"]);
+    let o = ferry(
+        &s,
+        &["tenant", "create", "--name", "Bad", "--tag", "Region/North"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("Region/North"), "{}", text(&o));
+    let mut p = s.get("/api/Spaces-1/projects/Web").await;
+    p["Templates"] = serde_json::json!([{"Name": "DbName", "Label": "Database",
+        "DisplaySettings": {"Octopus.ControlType": "SingleLineText"}}]);
+    s.put(
+        &format!("/api/Spaces-1/projects/{}", p["Id"].as_str().unwrap()),
+        p,
+    )
+    .await;
+    ok(&[
+        "tenant",
+        "connect",
+        "Acme",
+        "--project",
+        "Web",
+        "--environment",
+        "Development",
+    ]);
+    let out = ok(&["tenant", "show", "Acme"]);
+    assert!(
+        out.contains("Region/East") && out.contains("Web") && out.contains("Development"),
+        "{out}"
+    );
+    assert!(ok(&["tenant", "list", "--tag", "Region/East"]).contains("Acme"));
+    assert!(!ok(&["tenant", "list", "--tag", "Region/West"]).contains("Acme"));
+    ok(&[
+        "tenant",
+        "set-variable",
+        "Acme",
+        "--project",
+        "Web",
+        "--environment",
+        "Development",
+        "--template",
+        "DbName",
+        "--value",
+        "acme_db",
+    ]);
+    let t = s.get("/api/Spaces-1/tenants/Acme").await;
+    let vars = s
+        .get(&format!(
+            "/api/Spaces-1/tenants/{}/variables",
+            t["Id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(vars.to_string().contains("acme_db"), "{vars}");
+    let o = ferry(
+        &s,
+        &[
+            "tenant",
+            "set-variable",
+            "Acme",
+            "--project",
+            "Web",
+            "--environment",
+            "Development",
+            "--template",
+            "Nope",
+            "--value",
+            "x",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("'Nope'"), "{}", text(&o));
+    ok(&["tenant", "disconnect", "Acme", "--project", "Web"]);
+    ok(&["tenant", "delete", "Acme"]);
+    assert!(!ok(&["tenant", "list"]).contains("Acme"));
+    ok(&["lifecycle", "create", "--name", "Spare"]);
+    ok(&["lifecycle", "delete", "Spare"]);
 }

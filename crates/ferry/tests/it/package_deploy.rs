@@ -334,3 +334,87 @@ async fn pushing_a_new_version_creates_a_release_when_the_trigger_is_on() {
         1
     );
 }
+
+/// Installed directories of Acme.Web in an environment, sorted, without the journal.
+fn installations(s: &Server, env: &str) -> Vec<String> {
+    let mut dirs: Vec<String> =
+        std::fs::read_dir(s.data_dir.join(format!("applications/{env}/Acme.Web")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+    dirs.sort();
+    dirs
+}
+
+#[tokio::test]
+async fn target_retention_follows_the_lifecycle_and_its_phases() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let dev = s.create_environment("Development").await["Id"].clone();
+    let test = s.create_environment("Test").await["Id"].clone();
+    assert!(
+        push(&s, &make_package(work.path(), "1.0.0"))
+            .await
+            .is_success()
+    );
+    // Test's phase (first) has no policy of its own, so the lifecycle's applies: one day of
+    // installations. Development's phase keeps one installation. (A phase without a policy
+    // inherits from the nearest earlier phase that has one, so Test comes first here.)
+    let lc = s
+        .post(
+            "/api/Spaces-1/lifecycles",
+            json!({"Name": "Lean", "Phases": [
+                {"Name": "Test", "OptionalDeploymentTargets": [test], "IsOptionalPhase": true},
+                {"Name": "Dev", "OptionalDeploymentTargets": [dev], "IsOptionalPhase": true,
+                 "TentacleRetentionPolicy": {"Unit": "Items", "QuantityToKeep": 1, "ShouldKeepForever": false}}],
+             "TentacleRetentionPolicy": {"Unit": "Days", "QuantityToKeep": 1, "ShouldKeepForever": false}}),
+        )
+        .await;
+    let mut p = s.create_project("Lean").await;
+    p["LifecycleId"] = lc["Id"].clone();
+    s.put(
+        &format!("/api/Spaces-1/projects/{}", p["Id"].as_str().unwrap()),
+        p,
+    )
+    .await;
+    s.put(
+        "/api/Spaces-1/projects/Lean/deploymentprocesses",
+        json!({"Steps": [{"Name": "Deploy web", "Actions": [{
+            "ActionType": "Octopus.TentaclePackage",
+            "Packages": [{"Name": "", "PackageId": "Acme.Web", "FeedId": "feeds-builtin"}],
+            "Properties": {"Octopus.Action.RunOnServer": "true",
+                "Octopus.Action.Package.PackageId": "Acme.Web",
+                "Octopus.Action.Package.FeedId": "feeds-builtin"}}]}]}),
+    )
+    .await;
+    s.create_release("Lean", "1.0.0").await;
+    let deploy_ok = |env: &'static str| {
+        let s = &s;
+        async move {
+            let task = s.deploy("Lean", "1.0.0", env).await;
+            let t = s.wait_task(&task, Duration::from_secs(60)).await;
+            assert_eq!(t["State"], "Success", "{t}");
+            s.raw(&format!("/api/tasks/{task}/raw")).await
+        }
+    };
+    for _ in 0..3 {
+        deploy_ok("Development").await;
+    }
+    assert_eq!(installations(&s, "Development"), vec!["1.0.0_2"]);
+
+    // By age: two installations in Test, the first made to look three days old.
+    deploy_ok("Test").await;
+    deploy_ok("Test").await;
+    assert_eq!(installations(&s, "Test"), vec!["1.0.0", "1.0.0_1"]);
+    let old = s.data_dir.join("applications/Test/Acme.Web/1.0.0");
+    let st = std::process::Command::new("touch")
+        .args(["-d", "3 days ago"])
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let log = deploy_ok("Test").await;
+    assert!(log.contains("keeping the last 1 day(s)"), "{log}");
+    assert_eq!(installations(&s, "Test"), vec!["1.0.0_1", "1.0.0_2"]);
+}

@@ -10,9 +10,10 @@ use std::time::Instant;
 
 use ferry_domain::version::Version;
 use ferry_store::{
-    ActivityRow, ApiKeyRow, Backend, BuildInfoQuery, BuildInfoRow, Db, DocQuery, DocRow,
-    EventQuery, EventRow, NewLogLine, PackageQuery, PackageRow, StoreError, TaskQuery, TaskRow,
-    UserRow, name_key, package_key, version_key, version_sort_key,
+    ActivityRow, ApiKeyRow, Backend, BuildInfoQuery, BuildInfoRow, DashboardCell, DashboardQuery,
+    DashboardQueued, Db, DocQuery, DocRow, EventQuery, EventRow, NewLogLine, PackageQuery,
+    PackageRow, StoreError, TaskQuery, TaskRow, UserRow, name_key, package_key, version_key,
+    version_sort_key,
 };
 use serde_json::json;
 
@@ -157,11 +158,13 @@ pub async fn suite(db: Db) {
     cancellation(&db).await;
     orphans(&db).await;
     task_log(&db).await;
+    task_deletion(&db).await;
     events(&db).await;
     users_and_api_keys(&db).await;
     packages(&db).await;
     concurrent_package_inserts(&db).await;
     build_information(&db).await;
+    dashboard(&db).await;
     assert_eq!(db.integrity_check().await.unwrap(), "ok");
     db.close().await;
     eprintln!("store contract on {:?}: {:?}", db.backend(), t.elapsed());
@@ -1562,6 +1565,84 @@ async fn task_log(db: &Db) {
     );
 }
 
+async fn task_deletion(db: &Db) {
+    insert_tasks(
+        db,
+        &[
+            task("ServerTasks-700", 700, T0),
+            task("ServerTasks-701", 701, T0),
+        ],
+    )
+    .await;
+    for id in ["ServerTasks-700", "ServerTasks-701"] {
+        db.write_task_log(
+            id,
+            &[ActivityRow {
+                task_id: id.to_string(),
+                activity_id: format!("{id}_0"),
+                parent_id: None,
+                name: "Deploy".into(),
+                status: "Success".into(),
+                started: Some(T0),
+                ended: Some(T0 + 1),
+                sort_order: 0,
+            }],
+            &[NewLogLine {
+                activity_id: format!("{id}_0"),
+                occurred_at: T0,
+                category: "Info".into(),
+                message: format!("log of {id}"),
+            }],
+        )
+        .await
+        .unwrap();
+    }
+    // A rolled-back deletion leaves everything.
+    let mut tx = db.begin().await.unwrap();
+    assert!(tx.delete_task("ServerTasks-700").await.unwrap());
+    tx.rollback().await.unwrap();
+    assert!(db.get_task("ServerTasks-700").await.unwrap().is_some());
+    assert_eq!(
+        db.task_log("ServerTasks-700", 0, 10).await.unwrap().len(),
+        1
+    );
+
+    let mut tx = db.begin().await.unwrap();
+    assert!(tx.delete_task("ServerTasks-700").await.unwrap());
+    assert!(
+        !tx.delete_task("ServerTasks-700").await.unwrap(),
+        "already gone"
+    );
+    tx.commit().await.unwrap();
+    assert!(db.get_task("ServerTasks-700").await.unwrap().is_none());
+    assert!(
+        db.task_log("ServerTasks-700", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        db.task_activities("ServerTasks-700")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The other task is untouched.
+    assert!(db.get_task("ServerTasks-701").await.unwrap().is_some());
+    assert_eq!(
+        db.task_log("ServerTasks-701", 0, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        db.task_activities("ServerTasks-701").await.unwrap().len(),
+        1
+    );
+    // Leave no queued task for the sections after this one.
+    let mut tx = db.begin().await.unwrap();
+    assert!(tx.delete_task("ServerTasks-701").await.unwrap());
+    tx.commit().await.unwrap();
+}
+
 async fn events(db: &Db) {
     let before = db.list_events(&EventQuery::default()).await.unwrap().1;
     assert_eq!(before, 0, "the failed transaction earlier left no event");
@@ -2398,4 +2479,353 @@ async fn concurrent_migrations_postgres() {
         a.close().await;
         b.close().await;
     }
+}
+
+// ---- the dashboard cells (migration 3) -----------------------------------------------------
+
+fn dash_task(n: i64, env: &str, tenant: Option<&str>, release: &str) -> TaskRow {
+    TaskRow {
+        project_id: Some("Projects-D".to_string()),
+        environment_id: Some(env.to_string()),
+        tenant_id: tenant.map(str::to_string),
+        deployment_id: Some(format!("Deployments-D{n}")),
+        release_id: Some(release.to_string()),
+        ..task(&format!("ServerTasks-{n}"), n, T0)
+    }
+}
+
+fn dash_queued(t: &TaskRow, version: &str) -> DashboardQueued {
+    DashboardQueued {
+        space_id: "Spaces-1".to_string(),
+        project_id: t.project_id.clone().unwrap(),
+        environment_id: t.environment_id.clone().unwrap(),
+        tenant_id: t.tenant_id.clone().unwrap_or_default(),
+        deployment_id: t.deployment_id.clone().unwrap(),
+        task_id: t.id.clone(),
+        task_seq: t.seq,
+        release_id: t.release_id.clone().unwrap(),
+        release_version: version.to_string(),
+        channel_id: "Channels-D".to_string(),
+        created: T0 + t.seq,
+    }
+}
+
+/// Queues a deployment: its document, its task and its cell in one transaction.
+async fn dash_queue(db: &Db, t: &TaskRow, version: &str) {
+    let mut tx = db.begin().await.unwrap();
+    let mut d = doc(
+        "Deployments",
+        t.deployment_id.as_deref().unwrap(),
+        "Spaces-1",
+        "Projects-D",
+        t.deployment_id.as_deref().unwrap(),
+        t.seq,
+    );
+    d.ref1 = t.environment_id.clone().unwrap();
+    d.ref2 = t.release_id.clone().unwrap();
+    tx.insert_doc(&d).await.unwrap();
+    tx.insert_task(t).await.unwrap();
+    tx.dashboard_deployment_queued(&dash_queued(t, version))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Claims the next task (which must be `id`) and finishes it with `state`.
+async fn dash_run(db: &Db, id: &str, state: &str) {
+    let now = T0 + 1_000;
+    let c = db
+        .claim_task("node-d", now, now + 30_000)
+        .await
+        .unwrap()
+        .expect("a queued task");
+    assert_eq!(c.task.id, id, "the dashboard section's tasks run in order");
+    assert!(
+        db.finish_task(
+            id,
+            "node-d",
+            c.epoch,
+            state,
+            "",
+            state != "Success",
+            now + 50
+        )
+        .await
+        .unwrap()
+    );
+}
+
+async fn dash_cells(db: &Db, tenants: Option<Vec<String>>) -> Vec<DashboardCell> {
+    db.dashboard_cells(&DashboardQuery {
+        space_id: "Spaces-1".to_string(),
+        project_ids: v(&["Projects-D"]),
+        environment_ids: Vec::new(),
+        tenant_ids: tenants,
+    })
+    .await
+    .unwrap()
+}
+
+/// (deployment, state, previous deployment, previous version) of each cell.
+fn dash_summary(cells: &[DashboardCell]) -> Vec<(String, String, Option<String>, Option<String>)> {
+    cells
+        .iter()
+        .map(|c| {
+            (
+                c.deployment_id.clone(),
+                c.state.clone(),
+                c.prev_deployment_id.clone(),
+                c.prev_release_version.clone(),
+            )
+        })
+        .collect()
+}
+
+fn s(x: &str) -> String {
+    x.to_string()
+}
+
+async fn dashboard(db: &Db) {
+    let mut r1 = doc(
+        "Releases",
+        "Releases-D1",
+        "Spaces-1",
+        "Projects-D",
+        "1.0.0",
+        1,
+    );
+    r1.ref1 = "Channels-D".to_string();
+    let mut r2 = doc(
+        "Releases",
+        "Releases-D2",
+        "Spaces-1",
+        "Projects-D",
+        "2.0.0",
+        2,
+    );
+    r2.ref1 = "Channels-D".to_string();
+    insert_docs(db, &[r1, r2]).await;
+    assert!(dash_cells(db, None).await.is_empty());
+
+    // Queued: the cell appears with the task's state; nothing previous yet.
+    let t1 = dash_task(9001, "Environments-D1", None, "Releases-D1");
+    dash_queue(db, &t1, "1.0.0").await;
+    let cells = dash_cells(db, None).await;
+    assert_eq!(
+        dash_summary(&cells),
+        vec![(s("Deployments-D9001"), s("Queued"), None, None)]
+    );
+    let c = &cells[0];
+    assert_eq!(
+        (
+            c.tenant_id.as_str(),
+            c.release_version.as_str(),
+            c.channel_id.as_str(),
+            c.created
+        ),
+        ("", "1.0.0", "Channels-D", T0 + 9001)
+    );
+    assert_eq!(
+        (c.queue_time, c.start_time, c.completed_time),
+        (T0, None, None)
+    );
+
+    // Finished: the state and times follow the task row.
+    dash_run(db, "ServerTasks-9001", "Success").await;
+    let cells = dash_cells(db, None).await;
+    assert_eq!(
+        dash_summary(&cells),
+        vec![(s("Deployments-D9001"), s("Success"), None, None)]
+    );
+    assert_eq!(
+        (cells[0].start_time, cells[0].completed_time),
+        (Some(T0 + 1_000), Some(T0 + 1_050))
+    );
+
+    // A newer deployment replaces it; the successful one becomes previous.
+    let t2 = dash_task(9002, "Environments-D1", None, "Releases-D2");
+    dash_queue(db, &t2, "2.0.0").await;
+    let cells = dash_cells(db, None).await;
+    assert_eq!(
+        dash_summary(&cells),
+        vec![(
+            s("Deployments-D9002"),
+            s("Queued"),
+            Some(s("Deployments-D9001")),
+            Some(s("1.0.0"))
+        )]
+    );
+    assert_eq!(cells[0].prev_state.as_deref(), Some("Success"));
+    assert_eq!(cells[0].prev_completed_time, Some(T0 + 1_050));
+
+    // Another one while 9002 is still queued: previous stays 9001 until 9002 succeeds, then it
+    // is 9002 (superseded but newer than the previous one).
+    let t3 = dash_task(9003, "Environments-D1", None, "Releases-D2");
+    dash_queue(db, &t3, "2.0.0").await;
+    assert_eq!(
+        dash_summary(&dash_cells(db, None).await),
+        vec![(
+            s("Deployments-D9003"),
+            s("Queued"),
+            Some(s("Deployments-D9001")),
+            Some(s("1.0.0"))
+        )]
+    );
+    dash_run(db, "ServerTasks-9002", "Success").await;
+    assert_eq!(
+        dash_summary(&dash_cells(db, None).await),
+        vec![(
+            s("Deployments-D9003"),
+            s("Queued"),
+            Some(s("Deployments-D9002")),
+            Some(s("2.0.0"))
+        )]
+    );
+    // The current one fails: it stays current, the previous success stays previous.
+    dash_run(db, "ServerTasks-9003", "Failed").await;
+    let cells = dash_cells(db, None).await;
+    assert_eq!(
+        dash_summary(&cells),
+        vec![(
+            s("Deployments-D9003"),
+            s("Failed"),
+            Some(s("Deployments-D9002")),
+            Some(s("2.0.0"))
+        )]
+    );
+    assert_eq!(cells[0].has_warnings_or_errors, 1);
+    assert_eq!(cells[0].prev_task_seq, Some(9002));
+
+    // An older deployment recorded late changes nothing.
+    let mut late = dash_queued(&t1, "1.0.0");
+    late.deployment_id = "Deployments-Late".to_string();
+    let mut tx = db.begin().await.unwrap();
+    tx.dashboard_deployment_queued(&late).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        dash_summary(&dash_cells(db, None).await)[0].0,
+        "Deployments-D9003"
+    );
+
+    // A tenanted deployment has its own cell; tenant and environment filters.
+    let t4 = dash_task(9004, "Environments-D2", Some("Tenants-D"), "Releases-D1");
+    dash_queue(db, &t4, "1.0.0").await;
+    dash_run(db, "ServerTasks-9004", "Success").await;
+    let all = dash_cells(db, None).await;
+    assert_eq!(
+        all.iter()
+            .map(|c| (c.environment_id.as_str(), c.tenant_id.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("Environments-D1", ""), ("Environments-D2", "Tenants-D")]
+    );
+    assert_eq!(
+        dash_cells(db, Some(Vec::new())).await.len(),
+        1,
+        "untenanted only"
+    );
+    assert_eq!(dash_cells(db, Some(v(&["Tenants-D"]))).await.len(), 2);
+    assert_eq!(dash_cells(db, Some(v(&["Tenants-X"]))).await.len(), 1);
+    let by_env = db
+        .dashboard_cells(&DashboardQuery {
+            space_id: "Spaces-1".to_string(),
+            project_ids: Vec::new(),
+            environment_ids: v(&["Environments-D2"]),
+            tenant_ids: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        dash_summary(&by_env),
+        vec![(s("Deployments-D9004"), s("Success"), None, None)]
+    );
+    for (space, projects) in [
+        ("Spaces-2", v(&["Projects-D"])),
+        ("Spaces-1", v(&["Projects-X"])),
+    ] {
+        let none = db
+            .dashboard_cells(&DashboardQuery {
+                space_id: space.to_string(),
+                project_ids: projects,
+                ..DashboardQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+    }
+    // Long project lists are read in chunks.
+    let many: Vec<String> = (0..1_200)
+        .map(|i| format!("Projects-{i}"))
+        .chain(["Projects-D".to_string()])
+        .collect();
+    let chunked = db
+        .dashboard_cells(&DashboardQuery {
+            space_id: "Spaces-1".to_string(),
+            project_ids: many,
+            ..DashboardQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(chunked, all);
+
+    // Rebuilding from the remaining deployments: the same cells while nothing changed ...
+    assert_eq!(db.rebuild_dashboard_project("Projects-D").await.unwrap(), 2);
+    let rebuilt = dash_cells(db, None).await;
+    assert_eq!(dash_summary(&rebuilt), dash_summary(&all));
+    // ... and after release 2.0.0 is deleted, 1.0.0's deployment is current again.
+    let mut tx = db.begin().await.unwrap();
+    assert!(tx.delete_doc("Releases-D2").await.unwrap());
+    assert_eq!(tx.rebuild_dashboard_project("Projects-D").await.unwrap(), 2);
+    tx.commit().await.unwrap();
+    assert_eq!(
+        dash_summary(&dash_cells(db, None).await),
+        vec![
+            (s("Deployments-D9001"), s("Success"), None, None),
+            (s("Deployments-D9004"), s("Success"), None, None),
+        ]
+    );
+    // A rolled-back rebuild leaves the cells as they were.
+    let mut tx = db.begin().await.unwrap();
+    assert!(tx.delete_doc("Releases-D1").await.unwrap());
+    assert_eq!(tx.rebuild_dashboard_project("Projects-D").await.unwrap(), 0);
+    tx.rollback().await.unwrap();
+    assert_eq!(dash_cells(db, None).await.len(), 2);
+    // User text holding the separators the cell query packs with comes back with spaces.
+    let t5 = dash_task(9005, "Environments-D3", None, "Releases-D1");
+    dash_queue(db, &t5, "1.0.0\u{1f}odd\u{1e}").await;
+    let now = T0 + 1_000;
+    let c = db
+        .claim_task("node-d", now, now + 30_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.task.id, "ServerTasks-9005");
+    assert!(
+        db.finish_task(
+            "ServerTasks-9005",
+            "node-d",
+            c.epoch,
+            "Failed",
+            "bad\u{1e}line\u{1f}x ünï",
+            true,
+            now + 50
+        )
+        .await
+        .unwrap()
+    );
+    let odd = dash_cells(db, None)
+        .await
+        .into_iter()
+        .find(|c| c.environment_id == "Environments-D3")
+        .unwrap();
+    assert_eq!(
+        (odd.release_version.as_str(), odd.error_message.as_str()),
+        ("1.0.0 odd ", "bad line x ünï")
+    );
+    assert!(
+        db.claim_task("node-d", T0 + 1_000, T0 + 2_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing left queued"
+    );
 }

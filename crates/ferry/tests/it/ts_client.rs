@@ -139,3 +139,98 @@ async fn official_typescript_client_pushes_packages() {
         assert_eq!(status.as_u16(), expected, "{mode}");
     }
 }
+
+#[tokio::test]
+async fn official_typescript_client_deploys_tenanted_in_a_channel() {
+    if !ready() {
+        return;
+    }
+    let s = Server::start();
+    let dev = s.create_environment("Development").await["Id"].clone();
+    let mut p = s.create_project("Hello World").await;
+    p["TenantedDeploymentMode"] = serde_json::json!("Tenanted");
+    let pid = p["Id"].as_str().unwrap().to_string();
+    s.put(&format!("/api/Spaces-1/projects/{pid}"), p).await;
+    s.set_scripts(
+        "Hello World",
+        &[(
+            "Say hello",
+            "echo \"hello #{Octopus.Deployment.Tenant.Name} on #{Octopus.Release.Channel.Name}\"",
+        )],
+    )
+    .await;
+    let ch = s
+        .post(
+            "/api/Spaces-1/channels",
+            serde_json::json!({"ProjectId": pid, "Name": "Hotfix"}),
+        )
+        .await;
+    let channel_id = ch["Id"].as_str().unwrap().to_string();
+    s.post(
+        "/api/Spaces-1/tagsets",
+        serde_json::json!({"Name": "Tier", "Tags": [{"Name": "Gold"}, {"Name": "Silver"}]}),
+    )
+    .await;
+    for (name, tier, connected) in [
+        ("Acme", "Gold", true),
+        ("Globex", "Silver", true),
+        ("Initech", "Gold", true),
+        ("Umbrella", "Silver", true),
+        ("Hooli", "Gold", false),
+    ] {
+        let mut body = serde_json::json!({"Name": name, "TenantTags": [format!("Tier/{tier}")]});
+        if connected {
+            body["ProjectEnvironments"] = serde_json::json!({&pid: [dev.clone()]});
+        }
+        let t = s.post("/api/Spaces-1/tenants", body).await;
+        assert!(t["Id"].is_string(), "{t}");
+    }
+
+    let out = Command::new("node")
+        .arg(driver_dir().join("flow.mjs"))
+        .env("FERRY_URL", &s.url)
+        .env("FERRY_API_KEY", &s.api_key)
+        .env("FERRY_SPACE", "Default")
+        .env("FERRY_PROJECT", "Hello World")
+        .env("FERRY_ENVIRONMENT", "Development")
+        .env("FERRY_RELEASE_VERSION", "1.0.0")
+        .env("FERRY_FLOW", "tenanted")
+        .env("FERRY_CHANNEL", "Hotfix")
+        .env("FERRY_TENANTS", "Globex")
+        .env("FERRY_TENANT_TAGS", "Tier/Gold")
+        .env("FERRY_EXPECT_TENANTS", "Acme,Globex,Initech")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = format!(
+        "{stdout}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "tenanted flow failed:\n{text}");
+    let result: Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or(Value::Null);
+    assert_eq!(result["channelId"], Value::String(channel_id), "{text}");
+    assert_eq!(
+        result["tenants"],
+        serde_json::json!(["Acme", "Globex", "Initech"]),
+        "{text}"
+    );
+    // Each tenant's task ran with its own tenant name, in the Hotfix channel.
+    let deployments = s.get("/api/Spaces-1/deployments?take=10").await;
+    let mut seen = Vec::new();
+    for d in deployments["Items"].as_array().unwrap() {
+        let raw = s
+            .raw(&format!("/api/tasks/{}/raw", d["TaskId"].as_str().unwrap()))
+            .await;
+        for name in ["Acme", "Globex", "Initech"] {
+            if raw.contains(&format!("hello {name} on Hotfix")) {
+                seen.push(name);
+            }
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, vec!["Acme", "Globex", "Initech"]);
+}

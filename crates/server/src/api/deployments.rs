@@ -38,6 +38,13 @@ pub fn render(space: &str, d: &Deployment) -> Value {
                 ),
                 ("Project", format!("/api/{space}/projects/{}", d.project_id)),
                 ("Task", format!("/api/tasks/{}", d.task_id)),
+                (
+                    "Tenant",
+                    d.tenant_id
+                        .as_ref()
+                        .map(|t| format!("/api/{space}/tenants/{t}"))
+                        .unwrap_or_default(),
+                ),
                 ("Web", format!("/app#/{space}/deployments/{}", d.id)),
             ],
         ),
@@ -72,6 +79,8 @@ pub struct NewDeployment {
     /// `DeploymentFreezeOverrideReason`: deploy despite an active freeze (needs permission to
     /// administer freezes; recorded in the audit event).
     pub freeze_override_reason: Option<String>,
+    /// The tenant of a tenanted deployment (`None`: untenanted).
+    pub tenant: Option<ferry_domain::Tenant>,
 }
 
 /// Prompted values for a deployment, checked against the release's variable snapshots.
@@ -184,13 +193,46 @@ pub async fn check_lifecycle(
     project: &Project,
     env: &Environment,
 ) -> ApiResult<()> {
+    check_lifecycle_for(st, space, release, project, env, None).await
+}
+
+/// [`check_lifecycle`] for a tenanted deployment: progression counts only the tenant's own
+/// deployments of the release (as Octopus does); `None` is the untenanted check.
+pub async fn check_lifecycle_for(
+    st: &AppState,
+    space: &str,
+    release: &Release,
+    project: &Project,
+    env: &Environment,
+    tenant: Option<&ferry_domain::Tenant>,
+) -> ApiResult<()> {
     if project.is_disabled {
         return Err(ApiError::bad_request(format!(
             "Project '{}' is disabled",
             project.name
         )));
     }
-    let pr = super::releases::progress(st, space, release, project).await?;
+    // A channel's tenant filter limits which tenants its releases reach.
+    if let Some(t) = tenant {
+        if let Some(d) = st.db.get_doc(&release.channel_id).await? {
+            let channel: ferry_domain::Channel = parse_body(&d)?;
+            if !channel.tenant_tags.is_empty()
+                && !ferry_domain::tenant::tags_match(&channel.tenant_tags, &t.tenant_tags)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "Release {} is in channel '{}', whose tenant filter ({}) does not include tenant '{}'",
+                    release.version,
+                    channel.name,
+                    channel.tenant_tags.join(", "),
+                    t.name
+                )));
+            }
+        }
+    }
+    let pr =
+        super::releases::progress_for(st, space, release, project, tenant.map(|t| t.id.as_str()))
+            .await?;
+    super::releases::check_progression(release, &pr.deployed, env)?;
     if let Err(refusal) = check_deploy(&pr.phases, &pr.succeeded, &pr.deployed, &env.id) {
         let name_of = |id: &String| {
             pr.environments
@@ -205,10 +247,16 @@ pub async fn check_lifecycle(
                 release.version, project.name, env.name
             ),
             Refusal::PhaseIncomplete { phase, remaining } => format!(
-                "Release {} of {} cannot be deployed to {} yet: the lifecycle phase '{phase}' must be completed first (still to deploy successfully: {})",
+                "Release {} of {} cannot be deployed to {}{} yet: the lifecycle phase '{phase}' must be completed first (still to deploy successfully{}: {})",
                 release.version,
                 project.name,
                 env.name,
+                tenant
+                    .map(|t| format!(" for tenant '{}'", t.name))
+                    .unwrap_or_default(),
+                tenant
+                    .map(|t| format!(" for tenant '{}'", t.name))
+                    .unwrap_or_default(),
                 remaining.iter().map(name_of).collect::<Vec<_>>().join(", ")
             ),
         };
@@ -227,7 +275,9 @@ pub async fn create_deployment(
     env: &Environment,
     nd: NewDeployment,
 ) -> ApiResult<Deployment> {
-    check_lifecycle(st, space, release, project, env).await?;
+    super::tenants::check_deployment(st, space, project, env, nd.tenant.as_ref()).await?;
+    check_lifecycle_for(st, space, release, project, env, nd.tenant.as_ref()).await?;
+    check_skipped_steps(st, space, release, &nd.skip_actions).await?;
     let now = now_ms();
     if let (Some(at), Some(exp)) = (nd.queue_time, nd.queue_time_expiry) {
         if exp <= at {
@@ -250,15 +300,20 @@ pub async fn create_deployment(
     let seq = tx.next_seq(C).await?;
     let tseq = tx.next_seq("ServerTasks").await?;
     let task_id = format!("ServerTasks-{tseq}");
+    let tenant_suffix = nd
+        .tenant
+        .as_ref()
+        .map(|t| format!(" for {}", t.name))
+        .unwrap_or_default();
     let d = Deployment {
         id: format!("{C}-{seq}"),
         space_id: space.to_string(),
-        name: format!("Deploy to {}", env.name),
+        name: format!("Deploy to {}{tenant_suffix}", env.name),
         project_id: project.id.clone(),
         release_id: release.id.clone(),
         channel_id: release.channel_id.clone(),
         environment_id: env.id.clone(),
-        tenant_id: None,
+        tenant_id: nd.tenant.as_ref().map(|t| t.id.clone()),
         task_id: task_id.clone(),
         deployment_process_id: release.project_deployment_process_snapshot_id.clone(),
         manifest_variable_set_id: format!("variableset-{C}-{seq}"),
@@ -286,7 +341,7 @@ pub async fn create_deployment(
         ..Deployment::default()
     };
     let description = format!(
-        "Deploy {} release {} to {}",
+        "Deploy {} release {} to {}{tenant_suffix}",
         project.name, release.version, env.name
     );
     let mut row = doc_row(C, &d.id, space, &project.id, &d.id, "", 0, seq, &d)?;
@@ -303,7 +358,7 @@ pub async fn create_deployment(
         arguments: json!({"DeploymentId": d.id}).to_string(),
         project_id: Some(project.id.clone()),
         environment_id: Some(env.id.clone()),
-        tenant_id: None,
+        tenant_id: d.tenant_id.clone(),
         deployment_id: Some(d.id.clone()),
         release_id: Some(release.id.clone()),
         queue_time: now,
@@ -322,6 +377,7 @@ pub async fn create_deployment(
         created_by: ctx.principal.username.clone(),
     })
     .await?;
+    super::dashboard::queued(&mut tx, &d, release, tseq).await?;
     let mut message = format!("{description} was queued");
     let mut details = json!({"DeploymentId": d.id, "TaskId": task_id});
     if !overrides.freezes.is_empty() {
@@ -336,6 +392,9 @@ pub async fn create_deployment(
         );
     }
     let mut related: Vec<&str> = vec![&d.id, &task_id, &release.id, &project.id, &env.id];
+    if let Some(t) = &d.tenant_id {
+        related.push(t);
+    }
     related.extend(overrides.freezes.iter().map(|f| f.id.as_str()));
     audit(
         &mut tx,
@@ -387,11 +446,20 @@ pub async fn create(
     ctx: Ctx,
     Body(b): Body<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    if b.tenant_id.as_deref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::bad_request(
-            "Tenanted deployments are not supported yet",
-        ));
-    }
+    let tenant = match b
+        .tenant_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        Some(key) => Some(
+            super::tenants::resolve(&st, &space, key)
+                .await?
+                .map(|(_, t)| t)
+                .ok_or_else(|| ApiError::bad_request(format!("Tenant '{key}' was not found")))?,
+        ),
+        None => None,
+    };
     let (_, release): (_, Release) = load(&st, "Releases", &space, &b.release_id, "Release")
         .await
         .map_err(|_| ApiError::bad_request(format!("Release '{}' was not found", b.release_id)))?;
@@ -416,6 +484,7 @@ pub async fn create(
         force_package_download: b.force_package_download,
         force_package_redeployment: b.force_package_redeployment,
         freeze_override_reason: b.deployment_freeze_override_reason,
+        tenant,
     };
     let d = create_deployment(&st, &space, &ctx, &release, &project, &env, nd).await?;
     Ok((StatusCode::CREATED, Json(render(&space, &d))))
@@ -459,6 +528,22 @@ pub async fn list(
             q.ids.push("-".to_string());
         }
     }
+    let tenants = params.list("tenants");
+    if !tenants.is_empty() {
+        // Deployments of these tenants (the tenant is in the body only).
+        let (rows, _) = st.db.list_docs(&q).await?;
+        let mut ids = Vec::new();
+        for r in &rows {
+            let d: Deployment = parse_body(r)?;
+            if d.tenant_id.as_ref().is_some_and(|t| tenants.contains(t)) {
+                ids.push(d.id);
+            }
+        }
+        if ids.is_empty() {
+            ids.push("-".to_string());
+        }
+        q.ids = ids;
+    }
     Ok(Json(list_page(&st, q, &params, "Deployment", &base, &format!("{base}{{/id}}{{?skip,take,ids,projects,environments,tenants,channels,taskState,partialName}}"), |d| render_row(&space, d)).await?))
 }
 
@@ -496,4 +581,49 @@ pub async fn get(
 ) -> ApiResult<Json<Value>> {
     let (_, d): (_, Deployment) = load(&st, C, &space, &id, "Deployment").await?;
     Ok(Json(render(&space, &d)))
+}
+
+/// Refuses skipping a step the release's process does not have, or one marked required.
+async fn check_skipped_steps(
+    st: &AppState,
+    space: &str,
+    release: &Release,
+    skip: &[String],
+) -> ApiResult<()> {
+    if skip.is_empty() {
+        return Ok(());
+    }
+    let (_, process): (_, ferry_domain::DeploymentProcess) = load(
+        st,
+        "DeploymentProcessSnapshots",
+        space,
+        &release.project_deployment_process_snapshot_id,
+        "Process snapshot",
+    )
+    .await?;
+    let mut problems = Vec::new();
+    for id in skip {
+        match process
+            .steps
+            .iter()
+            .flat_map(|s| s.actions.iter().map(move |a| (s, a)))
+            .find(|(_, a)| &a.id == id)
+        {
+            None => problems.push(format!(
+                "The step '{id}' in SkipActions is not part of release {}",
+                release.version
+            )),
+            Some((s, a)) if a.is_required => problems.push(format!(
+                "The step '{}' is required and cannot be skipped",
+                if a.name.is_empty() { &s.name } else { &a.name }
+            )),
+            Some(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let mut e = ApiError::bad_request(String::new());
+    e.errors = problems;
+    Err(e)
 }

@@ -34,6 +34,32 @@ fn query(space: &str) -> DocQuery {
 }
 
 async fn validate(st: &AppState, space: &str, l: &mut Lifecycle) -> ApiResult<()> {
+    // An environment belongs to at most one phase (its place in the order must be clear).
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for (i, p) in l.phases.iter().enumerate() {
+        let phase = if p.name.trim().is_empty() {
+            format!("Phase {}", i + 1)
+        } else {
+            p.name.trim().to_string()
+        };
+        let mut mine: Vec<&String> = Vec::new();
+        for env in p
+            .automatic_deployment_targets
+            .iter()
+            .chain(p.optional_deployment_targets.iter())
+        {
+            if mine.contains(&env) {
+                continue;
+            }
+            mine.push(env);
+            if let Some((_, other)) = seen.iter().find(|(e, _)| e == env) {
+                return Err(ApiError::bad_request(format!(
+                    "The environment '{env}' is in both phase '{other}' and phase '{phase}'; an environment can be in only one phase of a lifecycle"
+                )));
+            }
+            seen.push((env.clone(), phase.clone()));
+        }
+    }
     for (i, p) in l.phases.iter_mut().enumerate() {
         if p.name.trim().is_empty() {
             p.name = format!("Phase {}", i + 1);

@@ -3,9 +3,12 @@
 //! transaction.
 
 pub mod accounts;
+pub mod autodeploy;
 pub mod buildinfo;
 pub mod channels;
+pub mod dashboard;
 pub mod deployments;
+pub mod deploytemplate;
 pub mod environments;
 pub mod events;
 pub mod executions;
@@ -19,11 +22,14 @@ pub mod packages;
 pub mod process;
 pub mod projectgroups;
 pub mod projects;
+pub mod release_retention;
 pub mod releasediff;
 pub mod releases;
 pub mod retention;
 pub mod spaces;
+pub mod tagsets;
 pub mod tasks;
+pub mod tenants;
 pub mod variables;
 pub mod workerpools;
 pub mod workers;

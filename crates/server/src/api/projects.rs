@@ -102,6 +102,9 @@ pub async fn get(
 }
 
 async fn check_refs(st: &AppState, space: &str, p: &mut Project) -> ApiResult<()> {
+    // Tenant variable templates: ids given, names checked.
+    let owner = format!("project '{}'", p.name.trim());
+    super::tenants::prepare_templates(&mut p.templates, &owner)?;
     if p.project_group_id.is_empty() {
         let (rows, _) = st
             .db
@@ -321,9 +324,32 @@ pub async fn remove(
     ctx: Ctx,
 ) -> ApiResult<Json<Value>> {
     let (_, p) = resolve(&st, &space, &id).await?;
+    let (tasks, _) = st
+        .db
+        .list_tasks(&ferry_store::TaskQuery {
+            project_id: Some(p.id.clone()),
+            ..ferry_store::TaskQuery::default()
+        })
+        .await?;
+    if tasks.iter().any(|t| {
+        !matches!(
+            t.state.as_str(),
+            "Success" | "Failed" | "Canceled" | "TimedOut"
+        )
+    }) {
+        return Err(ApiError::bad_request(format!(
+            "Project {} has a deployment queued or in progress; wait for it or cancel it first",
+            p.name
+        )));
+    }
     let mut tx = st.db.begin().await?;
     tx.delete_docs_owned_by(&p.id).await?;
     tx.delete_doc(&p.id).await?;
+    // Its deployments' tasks and logs, and its dashboard cells, go too.
+    for t in &tasks {
+        tx.delete_task(&t.id).await?;
+    }
+    tx.rebuild_dashboard_project(&p.id).await?;
     audit(&mut tx, &ctx, &space, "Deleted", format!("Project {} was deleted, with its process, variables, channels, releases and deployments", p.name), &[&p.id], json!({"Document": p})).await?;
     tx.commit().await?;
     Ok(Json(json!({})))

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
+use ferry_domain::channel_rules::select_latest;
 use ferry_domain::lifecycle::{EnvRef, allowed_environments, effective_phases};
 use ferry_domain::time::{format_ms, now_ms};
 use ferry_domain::version::Version;
@@ -24,6 +25,20 @@ const C: &str = "Releases";
 
 pub fn render(space: &str, r: &Release) -> Value {
     let base = format!("/api/{space}/releases/{}", r.id);
+    let mut v = render_with_links(space, r, &base);
+    if let Some(o) = v.as_object_mut() {
+        // Defects are shown through `/defects`; the release says whether one is in force.
+        o.remove("Defects");
+        o.insert(
+            "HasUnresolvedDefect".into(),
+            json!(unresolved_defect(r).is_some()),
+        );
+    }
+    v
+}
+
+fn render_with_links(space: &str, r: &Release, base: &str) -> Value {
+    let base = base.to_string();
     with_links(
         r,
         links(
@@ -33,6 +48,7 @@ pub fn render(space: &str, r: &Release) -> Value {
                 ("Channel", format!("/api/{space}/channels/{}", r.channel_id)),
                 ("Deployments", format!("{base}/deployments{{?skip,take}}")),
                 ("Progression", format!("{base}/progression")),
+                ("Defects", format!("{base}/defects")),
                 (
                     "ProjectDeploymentProcessSnapshot",
                     format!(
@@ -58,10 +74,119 @@ fn render_row(space: &str, d: &DocRow) -> ApiResult<Value> {
     Ok(render(space, &parse_body(d)?))
 }
 
+/// The project's variables a release template may use: unscoped ones, and those scoped only to
+/// the release's channel (which win).
+async fn release_template_vars(
+    st: &AppState,
+    space: &str,
+    project: &Project,
+    channel: &Channel,
+) -> ApiResult<ferry_template::MapVariables> {
+    let mut vars = ferry_template::MapVariables::new();
+    let (_, set): (_, ferry_domain::VariableSet) = load(
+        st,
+        "VariableSets",
+        space,
+        &project.variable_set_id,
+        "Variable set",
+    )
+    .await?;
+    for v in set.variables.iter().filter(|v| !v.is_sensitive) {
+        let scope = &v.scope;
+        let channel_only = scope.environment.is_empty()
+            && scope.role.is_empty()
+            && scope.machine.is_empty()
+            && scope.action.is_empty()
+            && scope.tenant.is_empty()
+            && scope.tenant_tag.is_empty()
+            && (scope.channel.is_empty() || scope.channel.contains(&channel.id));
+        if channel_only {
+            if let Some(val) = &v.value {
+                if !scope.channel.is_empty()
+                    || ferry_template::VariableSource::get(&vars, &v.name).is_none()
+                {
+                    vars.set(v.name.clone(), val.clone());
+                }
+            }
+        }
+    }
+    vars.set("Octopus.Project.Name".to_string(), project.name.clone());
+    vars.set(
+        "Octopus.Release.Channel.Name".to_string(),
+        channel.name.clone(),
+    );
+    Ok(vars)
+}
+
+/// The special variables of a release version template (Octopus's documented list):
+/// `Octopus.Version.(Last|Next)(Major|Minor|Patch|Build|Revision|Suffix)` of the project's
+/// latest release, the same under `Octopus.Version.Channel.` for the release's channel and under
+/// `Octopus.Version.Channel[Name].` for each channel of the project, `Octopus.Date.(Year|Month|
+/// Day|DayOfYear)` and `Octopus.Time.(Hour|Minute|Second)` (UTC). `Build` and `Revision` are
+/// both the fourth part (NuGet's revision); `Next*` is the part plus one; `Suffix` is the
+/// pre-release label without its `-`.
+pub(crate) fn version_variables(
+    last: Option<&Version>,
+    last_in_channel: Option<&Version>,
+    channels: &[(String, Option<Version>)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<(String, String)> {
+    use chrono::{Datelike, Timelike};
+    let mut out = Vec::new();
+    let mut prefixes: Vec<(String, Option<&Version>)> = vec![
+        ("Octopus.Version".to_string(), last),
+        ("Octopus.Version.Channel".to_string(), last_in_channel),
+    ];
+    for (name, v) in channels {
+        prefixes.push((format!("Octopus.Version.Channel[{name}]"), v.as_ref()));
+    }
+    for (prefix, v) in prefixes {
+        let part = |i: usize| v.map(|v| v.part(i)).unwrap_or(0);
+        for (i, name) in ["Major", "Minor", "Patch", "Build", "Revision"]
+            .iter()
+            .enumerate()
+        {
+            let lastp = if i == 4 { part(3) } else { part(i) };
+            out.push((format!("{prefix}.Last{name}"), lastp.to_string()));
+            out.push((
+                format!("{prefix}.Next{name}"),
+                lastp.saturating_add(1).to_string(),
+            ));
+        }
+        let suffix = v.map(|v| v.pre_release.clone()).unwrap_or_default();
+        out.push((format!("{prefix}.LastSuffix"), suffix.clone()));
+        out.push((format!("{prefix}.NextSuffix"), suffix));
+    }
+    out.push(("Octopus.Date.Year".to_string(), now.year().to_string()));
+    out.push((
+        "Octopus.Date.Month".to_string(),
+        format!("{:02}", now.month()),
+    ));
+    out.push(("Octopus.Date.Day".to_string(), format!("{:02}", now.day())));
+    out.push((
+        "Octopus.Date.DayOfYear".to_string(),
+        now.ordinal().to_string(),
+    ));
+    out.push((
+        "Octopus.Time.Hour".to_string(),
+        format!("{:02}", now.hour()),
+    ));
+    out.push((
+        "Octopus.Time.Minute".to_string(),
+        format!("{:02}", now.minute()),
+    ));
+    out.push((
+        "Octopus.Time.Second".to_string(),
+        format!("{:02}", now.second()),
+    ));
+    out
+}
+
 /// The version of a release created without one: the project's versioning template rendered
-/// with `Octopus.Version.Last*/Next*` (of the project, and `Octopus.Version.Channel.*` of the
-/// channel), `Octopus.Date.*`, `Octopus.Time.*` and the project's unscoped and channel-scoped
-/// variables; or a mask such as `1.2.c.i` (`c` keeps the last release's part, `i` increments it).
+/// with [`version_variables`] and the project's unscoped and channel-scoped variables
+/// (`Octopus.Project.Name`, `Octopus.Release.Channel.Name` too); or a mask such as `1.2.c.i`
+/// (`c` keeps the last release's part, `i` increments it). (A donor package's version is
+/// handled by `create_release`.)
 async fn next_version(
     st: &AppState,
     space: &str,
@@ -76,11 +201,14 @@ async fn next_version(
         })
         .await?;
     let mut last: Option<Version> = None;
-    let mut last_in_channel: Option<Version> = None;
+    let mut by_channel: std::collections::HashMap<String, Version> = Default::default();
     for r in &rows {
         if let Some(v) = Version::parse(&r.name) {
-            if r.ref1 == channel.id && last_in_channel.as_ref().is_none_or(|l| &v > l) {
-                last_in_channel = Some(v.clone());
+            let slot = by_channel
+                .entry(r.ref1.clone())
+                .or_insert_with(|| v.clone());
+            if &v > slot {
+                *slot = v.clone();
             }
             if last.as_ref().is_none_or(|l| &v > l) {
                 last = Some(v);
@@ -100,81 +228,27 @@ async fn next_version(
     let rendered = if !template.contains("#{") && is_mask(&template) {
         apply_mask(&template, last.as_ref())
     } else {
-        let mut vars = ferry_template::MapVariables::new();
-        let (_, set): (_, ferry_domain::VariableSet) = load(
-            st,
-            "VariableSets",
-            space,
-            &project.variable_set_id,
-            "Variable set",
-        )
-        .await?;
-        for v in set.variables.iter().filter(|v| !v.is_sensitive) {
-            let scope = &v.scope;
-            let channel_only = scope.environment.is_empty()
-                && scope.role.is_empty()
-                && scope.machine.is_empty()
-                && scope.action.is_empty()
-                && scope.tenant.is_empty()
-                && scope.tenant_tag.is_empty()
-                && (scope.channel.is_empty() || scope.channel.contains(&channel.id));
-            if channel_only {
-                if let Some(val) = &v.value {
-                    if !scope.channel.is_empty()
-                        || ferry_template::VariableSource::get(&vars, &v.name).is_none()
-                    {
-                        vars.set(v.name.clone(), val.clone());
-                    }
-                }
-            }
+        let mut vars = release_template_vars(st, space, project, channel).await?;
+        let (channel_rows, _) = st
+            .db
+            .list_docs(&DocQuery {
+                space_id: Some(space.to_string()),
+                owner_id: Some(project.id.clone()),
+                ..DocQuery::new("Channels")
+            })
+            .await?;
+        let channels: Vec<(String, Option<Version>)> = channel_rows
+            .iter()
+            .map(|c| (c.name.clone(), by_channel.get(&c.id).cloned()))
+            .collect();
+        for (k, v) in version_variables(
+            last.as_ref(),
+            by_channel.get(&channel.id),
+            &channels,
+            chrono::Utc::now(),
+        ) {
+            vars.set(k, v);
         }
-        for (prefix, v) in [
-            ("Octopus.Version", last.as_ref()),
-            ("Octopus.Version.Channel", last_in_channel.as_ref()),
-        ] {
-            let part = |i: usize| v.map(|v| v.part(i)).unwrap_or(0);
-            for (i, name) in ["Major", "Minor", "Patch", "Build", "Revision"]
-                .iter()
-                .enumerate()
-            {
-                let lastp = if i == 4 { part(3) } else { part(i) };
-                vars.set(format!("{prefix}.Last{name}"), lastp.to_string());
-                vars.set(format!("{prefix}.Next{name}"), (lastp + 1).to_string());
-            }
-            vars.set(
-                format!("{prefix}.LastSuffix"),
-                v.map(|v| v.pre_release.clone()).unwrap_or_default(),
-            );
-        }
-        let now = chrono::Utc::now();
-        use chrono::{Datelike, Timelike};
-        vars.set("Octopus.Date.Year".to_string(), now.year().to_string());
-        vars.set(
-            "Octopus.Date.Month".to_string(),
-            format!("{:02}", now.month()),
-        );
-        vars.set("Octopus.Date.Day".to_string(), format!("{:02}", now.day()));
-        vars.set(
-            "Octopus.Date.DayOfYear".to_string(),
-            now.ordinal().to_string(),
-        );
-        vars.set(
-            "Octopus.Time.Hour".to_string(),
-            format!("{:02}", now.hour()),
-        );
-        vars.set(
-            "Octopus.Time.Minute".to_string(),
-            format!("{:02}", now.minute()),
-        );
-        vars.set(
-            "Octopus.Time.Second".to_string(),
-            format!("{:02}", now.second()),
-        );
-        vars.set("Octopus.Project.Name".to_string(), project.name.clone());
-        vars.set(
-            "Octopus.Release.Channel.Name".to_string(),
-            channel.name.clone(),
-        );
         ferry_template::render(&template, &vars, &ferry_template::Options::default())
             .map_err(|e| {
                 ApiError::bad_request(format!(
@@ -270,12 +344,17 @@ fn split_package_entry(entry: &str) -> Vec<String> {
 
 /// Picks the version of every package the process deploys from the built-in feed: given
 /// explicitly (by step or package id), the default `PackageVersion`, or the latest in the feed
-/// (stable first). A version that is not in the feed is refused naming it.
+/// that satisfies every rule of the channel that applies to the step's package (without rules,
+/// stable versions first). An explicit version that is not in the feed, or that breaks a rule
+/// (unless `IgnoreChannelRules`), is refused naming the package, the version, the channel and
+/// the rule (`docs/channels.md`).
 async fn select_packages(
     st: &AppState,
     space: &str,
     process: &DeploymentProcess,
     nr: &NewRelease,
+    channel: &Channel,
+    rules: &[super::channels::CompiledRule],
 ) -> ApiResult<Vec<ferry_domain::SelectedPackage>> {
     let mut explicit: Vec<(Option<String>, String, String)> = Vec::new();
     for entry in &nr.packages {
@@ -316,6 +395,11 @@ async fn select_packages(
                     step.name
                 )));
             }
+            let applicable = if nr.ignore_channel_rules {
+                Vec::new()
+            } else {
+                super::channels::rules_for(rules, &action.name, "")
+            };
             let matches = |k: &str| {
                 k.eq_ignore_ascii_case(&action.name)
                     || k.eq_ignore_ascii_case(&step.name)
@@ -343,6 +427,14 @@ async fn select_packages(
                             "'{v}' given for the package {package_id} is not a version"
                         ))
                     })?;
+                    if let Some(rule) = applicable.iter().find(|r| !r.matcher.accepts(&parsed)) {
+                        return Err(ApiError::bad_request(format!(
+                            "The package {package_id} version {v} (step '{}') does not satisfy {} of the channel '{}'; choose a version it allows, another channel, or set IgnoreChannelRules",
+                            step.name,
+                            rule.describe(),
+                            channel.name
+                        )));
+                    }
                     let found = st
                         .db
                         .find_package(
@@ -362,30 +454,40 @@ async fn select_packages(
                     }
                 }
                 None => {
-                    let mut latest = None;
-                    for exclude_pre_release in [true, false] {
-                        let (rows, _) = st
-                            .db
-                            .list_packages(&ferry_store::packages::PackageQuery {
-                                space_id: Some(space.to_string()),
-                                package_id: Some(package_id.clone()),
-                                latest_only: true,
-                                exclude_pre_release,
-                                take: Some(1),
-                                ..Default::default()
-                            })
-                            .await?;
-                        if let Some(r) = rows.into_iter().next() {
-                            latest = Some(r.version);
-                            break;
-                        }
-                    }
-                    latest.ok_or_else(|| {
-                        ApiError::bad_request(format!(
+                    let (rows, _) = st
+                        .db
+                        .list_packages(&ferry_store::packages::PackageQuery {
+                            space_id: Some(space.to_string()),
+                            package_id: Some(package_id.clone()),
+                            ..Default::default()
+                        })
+                        .await?;
+                    if rows.is_empty() {
+                        return Err(ApiError::bad_request(format!(
                             "The package {package_id} used by step '{}' has no versions in the built-in feed; push one first or give a version",
                             step.name
-                        ))
-                    })?
+                        )));
+                    }
+                    let parsed: Vec<(Version, String)> = rows
+                        .into_iter()
+                        .filter_map(|r| Version::parse(&r.version).map(|v| (v, r.version)))
+                        .collect();
+                    let matchers: Vec<&ferry_domain::channel_rules::RuleMatcher> =
+                        applicable.iter().map(|r| &r.matcher).collect();
+                    let best = select_latest(parsed.iter().map(|(v, _)| v), &matchers);
+                    match best.and_then(|b| parsed.iter().find(|(v, _)| v == b)) {
+                        Some((_, shown)) => shown.clone(),
+                        None => {
+                            let described: Vec<String> =
+                                applicable.iter().map(|r| r.describe()).collect();
+                            return Err(ApiError::bad_request(format!(
+                                "No version of the package {package_id} (step '{}') in the built-in feed satisfies {} of the channel '{}'; push one, give a version with IgnoreChannelRules, or use another channel",
+                                step.name,
+                                described.join(" and "),
+                                channel.name
+                            )));
+                        }
+                    }
                 }
             };
             out.push(ferry_domain::SelectedPackage {
@@ -397,6 +499,184 @@ async fn select_packages(
         }
     }
     Ok(out)
+}
+
+/// The version of the donor package when the project's versioning strategy takes the release
+/// version from a package (`DonorPackage {DeploymentAction, PackageReference}`, or the legacy
+/// `DonorPackageStepId`); `None` when it uses a template. An action that is not in the process,
+/// or deploys no package, is refused naming it.
+fn donor_action(project: &Project, process: &DeploymentProcess) -> ApiResult<Option<String>> {
+    let vs = &project.versioning_strategy;
+    let named = vs
+        .donor_package
+        .as_ref()
+        .and_then(|d| d.as_object())
+        .and_then(|o| {
+            o.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("DeploymentAction"))
+                .and_then(|(_, v)| v.as_str())
+        })
+        .map(str::trim)
+        .filter(|a| !a.is_empty());
+    let actions = || {
+        process
+            .steps
+            .iter()
+            .flat_map(|s| s.actions.iter().map(move |a| (s, a)))
+    };
+    let action = match (named, vs.donor_package_step_id.as_deref().map(str::trim)) {
+        (Some(name), _) => actions()
+            .find(|(_, a)| a.name.eq_ignore_ascii_case(name))
+            .map(|(_, a)| a)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "The project's release versioning takes the version from the package of the action '{name}', which is not in the deployment process"
+                ))
+            })?,
+        (None, Some(step_id)) if !step_id.is_empty() => actions()
+            .find(|(s, a)| s.id == step_id || a.id == step_id)
+            .map(|(_, a)| a)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "The project's release versioning takes the version from the package of the step '{step_id}', which is not in the deployment process"
+                ))
+            })?,
+        _ => return Ok(None),
+    };
+    if ferry_executor::deploy_package::primary_package_id(action).is_none() || action.is_disabled {
+        return Err(ApiError::bad_request(format!(
+            "The project's release versioning takes the version from the package of the action '{}', which deploys no package",
+            action.name
+        )));
+    }
+    Ok(Some(action.name.clone()))
+}
+
+/// Build information of the selected packages, and `Octopus.Release.Package` for a release
+/// notes template: per package `PackageId`, `Version`, the build fields, `Commits`
+/// (`CommitId`, `Comment`, `LinkUrl`) and `WorkItems` (`Id`, `Description`, `LinkUrl`).
+/// Returns (every package, for the template; those with build information, for the release).
+async fn release_build_information(
+    st: &AppState,
+    space: &str,
+    process: &DeploymentProcess,
+    selected: &[ferry_domain::SelectedPackage],
+) -> ApiResult<(Vec<Value>, Vec<Value>)> {
+    let mut all = Vec::new();
+    let mut with_info = Vec::new();
+    for sp in selected {
+        let Some(package_id) = process
+            .steps
+            .iter()
+            .flat_map(|s| s.actions.iter())
+            .find(|a| a.name.eq_ignore_ascii_case(&sp.action_name))
+            .and_then(ferry_executor::deploy_package::primary_package_id)
+        else {
+            continue;
+        };
+        let info = match Version::parse(&sp.version) {
+            Some(v) => {
+                st.db
+                    .find_build_information(
+                        space,
+                        &ferry_store::packages::package_key(&package_id),
+                        &ferry_store::packages::version_key(&v),
+                    )
+                    .await?
+            }
+            None => None,
+        };
+        let details: Option<super::buildinfo::Details> =
+            info.and_then(|row| serde_json::from_str(&row.body).ok());
+        let d = details.clone().unwrap_or_default();
+        let field = |v: &Value, k: &str| -> String {
+            v.as_object()
+                .and_then(|o| {
+                    o.iter()
+                        .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                        .map(|(_, v)| match v {
+                            Value::String(s) => s.clone(),
+                            Value::Null => String::new(),
+                            other => other.to_string(),
+                        })
+                })
+                .unwrap_or_default()
+        };
+        let commits: Vec<Value> = d
+            .commits
+            .iter()
+            .map(|c| json!({"CommitId": c.id, "Id": c.id, "Comment": c.comment, "LinkUrl": c.link_url}))
+            .collect();
+        let work_items: Vec<Value> = d
+            .work_items
+            .iter()
+            .map(|w| {
+                json!({
+                    "Id": field(w, "Id"),
+                    "Description": field(w, "Description"),
+                    "LinkUrl": field(w, "LinkUrl"),
+                    "Source": field(w, "Source"),
+                })
+            })
+            .collect();
+        let entry = json!({
+            "PackageId": package_id,
+            "Version": sp.version,
+            "BuildEnvironment": d.build_environment,
+            "BuildNumber": d.build_number,
+            "BuildUrl": d.build_url,
+            "Branch": d.branch,
+            "VcsType": d.vcs_type,
+            "VcsRoot": d.vcs_root,
+            "VcsCommitNumber": d.vcs_commit_number,
+            "VcsCommitUrl": d.vcs_commit_url,
+            "IssueTrackerName": d.issue_tracker_name,
+            "Commits": commits,
+            "WorkItems": work_items,
+        });
+        if details.is_some() {
+            with_info.push(entry.clone());
+        }
+        all.push(entry);
+    }
+    Ok((all, with_info))
+}
+
+/// Renders the project's release notes template over the project's variables and the
+/// packages' build information (`Octopus.Release.Package`, `Octopus.Release.WorkItems`), with
+/// `Octopus.Release.Number` the release's version.
+fn render_release_notes(
+    template: &str,
+    mut vars: ferry_template::MapVariables,
+    version: &str,
+    packages: &[Value],
+) -> ApiResult<String> {
+    let mut work_items: Vec<Value> = Vec::new();
+    for p in packages {
+        for w in p["WorkItems"].as_array().into_iter().flatten() {
+            if !work_items.iter().any(|x| x["Id"] == w["Id"]) {
+                work_items.push(w.clone());
+            }
+        }
+    }
+    vars.set("Octopus.Release.Number".to_string(), version.to_string());
+    vars.set(
+        "Octopus.Release.Package".to_string(),
+        Value::Array(packages.to_vec()).to_string(),
+    );
+    vars.set(
+        "Octopus.Release.WorkItems".to_string(),
+        Value::Array(work_items).to_string(),
+    );
+    Ok(
+        ferry_template::render(template, &vars, &ferry_template::Options::default())
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "The project's release notes template could not be rendered: {e}"
+                ))
+            })?
+            .text,
+    )
 }
 
 fn random_suffix() -> String {
@@ -483,6 +763,17 @@ pub async fn create_release(
     }
     let channel: Channel =
         super::channels::resolve(st, space, &project.id, nr.channel.as_deref()).await?;
+    let rules = super::channels::compile_rules(&channel)?;
+    let (_, process): (_, DeploymentProcess) = load(
+        st,
+        "DeploymentProcesses",
+        space,
+        &project.deployment_process_id,
+        "Deployment process",
+    )
+    .await?;
+    // With a donor package the version is that package's, so its packages are picked first.
+    let mut early_selection = None;
     let version = match nr
         .version
         .as_deref()
@@ -497,7 +788,23 @@ pub async fn create_release(
             }
             v.to_string()
         }
-        None => next_version(st, space, &project, &channel).await?,
+        None => match donor_action(&project, &process)? {
+            Some(action) => {
+                let selected = select_packages(st, space, &process, &nr, &channel, &rules).await?;
+                let v = selected
+                    .iter()
+                    .find(|s| s.action_name.eq_ignore_ascii_case(&action))
+                    .map(|s| s.version.clone())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "The project's release versioning takes the version from the package of the action '{action}', which is disabled"
+                        ))
+                    })?;
+                early_selection = Some(selected);
+                v
+            }
+            None => next_version(st, space, &project, &channel).await?,
+        },
     };
     if let Some((_, existing)) = find::<Release>(st, C, space, Some(&project.id), &version).await? {
         if existing.version.eq_ignore_ascii_case(&version) {
@@ -510,16 +817,39 @@ pub async fn create_release(
             )));
         }
     }
-    let (_, process): (_, DeploymentProcess) = load(
-        st,
-        "DeploymentProcesses",
-        space,
-        &project.deployment_process_id,
-        "Deployment process",
-    )
-    .await?;
     let vars = VariableSnapshots::take(st, space, &project).await?;
-    let selected_packages = select_packages(st, space, &process, &nr).await?;
+    let selected_packages = match early_selection {
+        Some(s) => s,
+        None => select_packages(st, space, &process, &nr, &channel, &rules).await?,
+    };
+    let (notes_packages, build_information) =
+        release_build_information(st, space, &process, &selected_packages).await?;
+    let notes = match (
+        nr.notes.as_deref().filter(|n| !n.trim().is_empty()),
+        project
+            .release_notes_template
+            .as_deref()
+            .filter(|t| !t.trim().is_empty()),
+    ) {
+        (None, Some(template)) => Some(render_release_notes(
+            template,
+            release_template_vars(st, space, &project, &channel).await?,
+            &version,
+            &notes_packages,
+        )?),
+        // Given notes may use the same variables (Octopus evaluates them at creation); notes
+        // that cannot be rendered are kept as written.
+        (Some(given), _) if given.contains("#{") => Some(
+            render_release_notes(
+                given,
+                release_template_vars(st, space, &project, &channel).await?,
+                &version,
+                &notes_packages,
+            )
+            .unwrap_or_else(|_| given.to_string()),
+        ),
+        _ => nr.notes.clone(),
+    };
     if nr.custom_fields.len() > 10 {
         return Err(ApiError::bad_request(
             "A release can have at most 10 custom fields",
@@ -545,13 +875,14 @@ pub async fn create_release(
         project_id: project.id.clone(),
         channel_id: channel.id.clone(),
         version: version.clone(),
-        release_notes: nr.notes.clone(),
+        release_notes: notes,
         assembled: format_ms(now_ms()),
         ignore_channel_rules: nr.ignore_channel_rules,
         project_deployment_process_snapshot_id: snap.id.clone(),
         project_variable_set_snapshot_id: vars.project.id.clone(),
         library_variable_set_snapshot_ids: vars.library_ids(),
         selected_packages,
+        build_information,
         custom_fields: nr.custom_fields.clone(),
         ..Release::default()
     };
@@ -598,6 +929,8 @@ pub async fn create_release(
     )
     .await?;
     tx.commit().await?;
+    // Entering the lifecycle's first phase(s) deploys to their automatic environments.
+    super::autodeploy::promote(st, space, &release, &project, None, true).await;
     Ok((release, true))
 }
 
@@ -804,7 +1137,9 @@ pub async fn remove(
         )));
     }
     let mut tx = st.db.begin().await?;
-    tx.delete_doc(&r.id).await?;
+    // Its deployments, their tasks and logs, and its snapshots go with it.
+    super::release_retention::purge_release(&st, &mut tx, &r).await?;
+    tx.rebuild_dashboard_project(&r.project_id).await?;
     audit(
         &mut tx,
         &ctx,
@@ -832,6 +1167,18 @@ pub async fn progress(
     space: &str,
     release: &Release,
     project: &Project,
+) -> ApiResult<Progress> {
+    progress_for(st, space, release, project, None).await
+}
+
+/// [`progress`] for one tenant: only that tenant's deployments of the release count (lifecycle
+/// progression is per tenant for tenanted deployments). `None` counts every deployment.
+pub async fn progress_for(
+    st: &AppState,
+    space: &str,
+    release: &Release,
+    project: &Project,
+    tenant: Option<&str>,
 ) -> ApiResult<Progress> {
     let channel: Option<Channel> = match st.db.get_doc(&release.channel_id).await? {
         Some(d) => Some(parse_body(&d)?),
@@ -869,6 +1216,9 @@ pub async fn progress(
     let mut succeeded = HashSet::new();
     let mut deployed = HashSet::new();
     for t in tasks {
+        if tenant.is_some_and(|x| t.tenant_id.as_deref() != Some(x)) {
+            continue;
+        }
         if let Some(e) = t.environment_id {
             if t.state == "Success" {
                 succeeded.insert(e.clone());
@@ -891,7 +1241,10 @@ pub async fn progression(
     let (_, r): (_, Release) = load(&st, C, &space, &id, "Release").await?;
     let (_, p): (_, Project) = load(&st, "Projects", &space, &r.project_id, "Project").await?;
     let pr = progress(&st, &space, &r, &p).await?;
-    let allowed = allowed_environments(&pr.phases, &pr.succeeded, &pr.deployed);
+    let mut allowed = allowed_environments(&pr.phases, &pr.succeeded, &pr.deployed);
+    if unresolved_defect(&r).is_some() {
+        allowed.retain(|e| pr.deployed.contains(e));
+    }
     let phases: Vec<Value> = pr
         .phases
         .iter()
@@ -911,13 +1264,61 @@ pub async fn progression(
         "Phases": phases,
         "SucceededEnvironmentIds": pr.succeeded.iter().collect::<Vec<_>>(),
         "NextDeployments": allowed,
+        "HasUnresolvedDefect": unresolved_defect(&r).is_some(),
     })))
+}
+
+/// The channel a release created by the package trigger goes to: the trigger's configured
+/// channel when its rules for the step accept the pushed version, else the first channel
+/// (the default first, then in creation order) whose rules accept it; `None` when none does.
+/// A channel without rules for the step accepts any version; a channel whose rules do not
+/// compile accepts none.
+async fn trigger_channel(
+    st: &AppState,
+    space: &str,
+    project: &Project,
+    configured: Option<&str>,
+    action_name: &str,
+    version: &str,
+) -> ApiResult<Option<String>> {
+    let Some(v) = Version::parse(version) else {
+        return Ok(None);
+    };
+    let (rows, _) = st
+        .db
+        .list_docs(&DocQuery {
+            space_id: Some(space.to_string()),
+            owner_id: Some(project.id.clone()),
+            ..DocQuery::new("Channels")
+        })
+        .await?;
+    let mut channels: Vec<Channel> = rows.iter().map(parse_body).collect::<ApiResult<_>>()?;
+    // Stable sort: the configured channel, then the default, then creation order.
+    channels.sort_by_key(|c| {
+        (
+            !configured.is_some_and(|k| k.eq_ignore_ascii_case(&c.id)),
+            !c.is_default,
+        )
+    });
+    for c in &channels {
+        let Ok(rules) = super::channels::compile_rules(c) else {
+            continue;
+        };
+        let accepts = super::channels::rules_for(&rules, action_name, "")
+            .iter()
+            .all(|r| r.matcher.accepts(&v));
+        if accepts {
+            return Ok(Some(c.id.clone()));
+        }
+    }
+    Ok(None)
 }
 
 /// The built-in package repository trigger: after a new package version is pushed, every
 /// project of the space with `AutoCreateRelease` whose `ReleaseCreationStrategy` names a step
 /// that deploys this package gets a release (version from its template, this package version
-/// for that step, the latest for the others), in the strategy's channel. Versions a release of
+/// for that step, the latest for the others), in the channel [`trigger_channel`] picks (none
+/// accepting the version: no release, a warning and a `ReleaseCreationSkipped` event). Versions a release of
 /// the project already uses do not fire. Returns the releases created; failures are logged.
 pub async fn on_package_pushed(
     st: &AppState,
@@ -1004,9 +1405,51 @@ pub async fn on_package_pushed(
         if used {
             continue;
         }
+        let channel_id = match trigger_channel(
+            st,
+            space,
+            &project,
+            strategy.channel_id.as_deref(),
+            &action_name,
+            version,
+        )
+        .await
+        {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                tracing::warn!(project = %project.name, package = %package_id, version = %version, "no channel of the project accepts the pushed version; no release created");
+                let why = format!(
+                    "No release of project {} was created for {package_id} {version}: no channel's version rules for the step '{action_name}' accept that version",
+                    project.name
+                );
+                let noted = async {
+                    let mut tx = st.db.begin().await?;
+                    audit(
+                        &mut tx,
+                        ctx,
+                        space,
+                        "ReleaseCreationSkipped",
+                        why,
+                        &[&project.id],
+                        json!({"PackageId": package_id, "Version": version, "DeploymentAction": action_name}),
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    Ok::<(), ApiError>(())
+                };
+                if let Err(e) = noted.await {
+                    tracing::warn!(error = %e.message, "the package trigger could not record why it created no release");
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(project = %project.name, error = %e.message, "the package trigger could not read the project's channels");
+                continue;
+            }
+        };
         let nr = NewRelease {
             project: project.id.clone(),
-            channel: strategy.channel_id.clone(),
+            channel: Some(channel_id),
             version: None,
             notes: Some(format!(
                 "Created automatically when {package_id} {version} was pushed"
@@ -1030,4 +1473,364 @@ pub async fn on_package_pushed(
         }
     }
     created
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prevent progression (Octopus's release "defects")
+
+/// The reason the release is currently prevented from progressing, if it is.
+pub fn unresolved_defect(release: &Release) -> Option<&ferry_domain::ReleaseDefect> {
+    release
+        .defects
+        .iter()
+        .rev()
+        .find(|d| d.status == "Unresolved")
+}
+
+/// A release prevented from progressing may be deployed again only to environments it was
+/// already deployed to (`deployed`); anywhere else is refused with the reason given.
+pub fn check_progression(
+    release: &Release,
+    deployed: &HashSet<String>,
+    env: &Environment,
+) -> ApiResult<()> {
+    match unresolved_defect(release) {
+        Some(d) if !deployed.contains(&env.id) => Err(ApiError::bad_request(format!(
+            "Release {} cannot be deployed to {}: it was prevented from progressing ({}); allow its progression first (POST /api/{}/releases/{}/defects/resolve)",
+            release.version, env.name, d.description, release.space_id, release.id
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn render_defect(space: &str, release_id: &str, d: &ferry_domain::ReleaseDefect) -> Value {
+    let mut v = serde_json::to_value(d).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("ReleaseId".into(), json!(release_id));
+        o.insert(
+            "Links".into(),
+            json!({
+                "Self": format!("/api/{space}/releases/{release_id}/defects"),
+                "Release": format!("/api/{space}/releases/{release_id}"),
+            }),
+        );
+    }
+    v
+}
+
+/// `GET /releases/{id}/defects`: every time the release was prevented from progressing, newest
+/// first, with `Status` `Unresolved` (still in force) or `Resolved`.
+pub async fn defects(
+    State(st): State<AppState>,
+    Path((space, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (_, r): (_, Release) = load(&st, C, &space, &id, "Release").await?;
+    let items: Vec<Value> = r
+        .defects
+        .iter()
+        .rev()
+        .map(|d| render_defect(&space, &r.id, d))
+        .collect();
+    let total = items.len() as i64;
+    let base = format!("/api/{space}/releases/{}/defects", r.id);
+    Ok(Json(crate::query::page(
+        "Defect",
+        items,
+        total,
+        0,
+        total.max(1),
+        &base,
+        &base,
+    )))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DefectBody {
+    pub description: String,
+}
+
+/// Writes the release document back (its row's indexes kept) with an audit event.
+async fn save_release_audited(
+    st: &AppState,
+    ctx: &Ctx,
+    space: &str,
+    row: &DocRow,
+    r: &Release,
+    category: &str,
+    message: String,
+    details: Value,
+) -> ApiResult<()> {
+    let mut new_row = row.clone();
+    new_row.body = serde_json::to_string(r).map_err(ApiError::internal)?;
+    new_row.updated_at = now_ms();
+    let mut tx = st.db.begin().await?;
+    tx.update_doc(&new_row).await?;
+    audit(
+        &mut tx,
+        ctx,
+        space,
+        category,
+        message,
+        &[&r.id, &r.project_id],
+        details,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `POST /releases/{id}/defects` `{"Description": "why"}` (Octopus's "prevent progression"):
+/// from now on the release is deployed only to environments it was already deployed to.
+/// Preventing a release already prevented answers its current defect unchanged.
+pub async fn prevent_progression(
+    State(st): State<AppState>,
+    Path((space, id)): Path<(String, String)>,
+    ctx: Ctx,
+    Body(b): Body<DefectBody>,
+) -> ApiResult<Json<Value>> {
+    let (row, mut r): (_, Release) = load(&st, C, &space, &id, "Release").await?;
+    let reason = b.description.trim().to_string();
+    if reason.is_empty() {
+        return Err(ApiError::bad_request(
+            "Please give the Description: the reason the release may not progress",
+        ));
+    }
+    if reason.chars().count() > 2000 {
+        return Err(ApiError::bad_request(
+            "The Description is longer than 2000 characters",
+        ));
+    }
+    if let Some(d) = unresolved_defect(&r) {
+        return Ok(Json(render_defect(&space, &r.id, d)));
+    }
+    let defect = ferry_domain::ReleaseDefect {
+        id: format!("Defects-{}", r.defects.len() + 1),
+        description: reason.clone(),
+        status: "Unresolved".to_string(),
+        created: format_ms(now_ms()),
+        created_by: ctx.principal.username.clone(),
+        resolved: None,
+        resolved_by: None,
+    };
+    r.defects.push(defect.clone());
+    save_release_audited(
+        &st,
+        &ctx,
+        &space,
+        &row,
+        &r,
+        "ReleaseProgressionPrevented",
+        format!(
+            "Release {} was prevented from progressing: {reason}",
+            r.version
+        ),
+        json!({"Defect": defect}),
+    )
+    .await?;
+    Ok(Json(render_defect(&space, &r.id, &defect)))
+}
+
+/// `POST /releases/{id}/defects/resolve` (Octopus's "allow progression"): resolves the
+/// release's current defect. A release that is not prevented answers 400.
+pub async fn allow_progression(
+    State(st): State<AppState>,
+    Path((space, id)): Path<(String, String)>,
+    ctx: Ctx,
+) -> ApiResult<Json<Value>> {
+    let (row, mut r): (_, Release) = load(&st, C, &space, &id, "Release").await?;
+    let by = ctx.principal.username.clone();
+    let Some(d) = r
+        .defects
+        .iter_mut()
+        .rev()
+        .find(|d| d.status == "Unresolved")
+    else {
+        return Err(ApiError::bad_request(format!(
+            "Release {} is not prevented from progressing",
+            r.version
+        )));
+    };
+    d.status = "Resolved".to_string();
+    d.resolved = Some(format_ms(now_ms()));
+    d.resolved_by = Some(by);
+    let defect = d.clone();
+    save_release_audited(
+        &st,
+        &ctx,
+        &space,
+        &row,
+        &r,
+        "ReleaseProgressionAllowed",
+        format!(
+            "Release {} may progress again (it was prevented: {})",
+            r.version, defect.description
+        ),
+        json!({"Defect": defect}),
+    )
+    .await?;
+    Ok(Json(render_defect(&space, &r.id, &defect)))
+}
+
+#[cfg(test)]
+mod channel_tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use chrono::TimeZone;
+
+    fn render_with(template: &str, vars: &[(String, String)]) -> String {
+        let mut m = ferry_template::MapVariables::new();
+        for (k, v) in vars {
+            m.set(k.clone(), v.clone());
+        }
+        ferry_template::render(template, &m, &ferry_template::Options::default())
+            .unwrap()
+            .text
+    }
+
+    #[test]
+    fn version_template_variables() {
+        let now = chrono::Utc
+            .with_ymd_and_hms(2026, 3, 5, 7, 8, 9)
+            .single()
+            .unwrap();
+        let last = Version::parse("1.2.3.4-beta.2").unwrap();
+        let in_channel = Version::parse("1.1.0").unwrap();
+        let channels = vec![
+            ("Default".to_string(), Some(in_channel.clone())),
+            (
+                "Hot Fix".to_string(),
+                Some(Version::parse("7.0.1").unwrap()),
+            ),
+            ("Empty".to_string(), None),
+        ];
+        let vars = version_variables(Some(&last), Some(&in_channel), &channels, now);
+        let get = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("{k} missing"))
+        };
+        for (k, v) in [
+            ("Octopus.Version.LastMajor", "1"),
+            ("Octopus.Version.NextMajor", "2"),
+            ("Octopus.Version.LastMinor", "2"),
+            ("Octopus.Version.NextMinor", "3"),
+            ("Octopus.Version.LastPatch", "3"),
+            ("Octopus.Version.NextPatch", "4"),
+            ("Octopus.Version.LastBuild", "4"),
+            ("Octopus.Version.NextBuild", "5"),
+            ("Octopus.Version.LastRevision", "4"),
+            ("Octopus.Version.NextRevision", "5"),
+            ("Octopus.Version.LastSuffix", "beta.2"),
+            ("Octopus.Version.NextSuffix", "beta.2"),
+            ("Octopus.Version.Channel.LastMinor", "1"),
+            ("Octopus.Version.Channel.NextPatch", "1"),
+            ("Octopus.Version.Channel[Hot Fix].NextPatch", "2"),
+            ("Octopus.Version.Channel[Empty].NextMajor", "1"),
+            ("Octopus.Date.Year", "2026"),
+            ("Octopus.Date.Month", "03"),
+            ("Octopus.Date.Day", "05"),
+            ("Octopus.Date.DayOfYear", "64"),
+            ("Octopus.Time.Hour", "07"),
+            ("Octopus.Time.Minute", "08"),
+            ("Octopus.Time.Second", "09"),
+        ] {
+            assert_eq!(get(k), v, "{k}");
+        }
+        assert_eq!(
+            render_with(
+                "#{Octopus.Version.LastMajor}.#{Octopus.Version.NextMinor}.0-#{Octopus.Date.Year}#{Octopus.Date.Month}#{Octopus.Date.Day}",
+                &vars
+            ),
+            "1.3.0-20260305"
+        );
+        assert_eq!(
+            render_with("#{Octopus.Version.Channel[Hot Fix].LastMajor}.x", &vars),
+            "7.x"
+        );
+        // No release yet: zeros, so the default template gives 0.0.1.
+        let none = version_variables(None, None, &[], now);
+        assert_eq!(
+            render_with(
+                "#{Octopus.Version.LastMajor}.#{Octopus.Version.LastMinor}.#{Octopus.Version.NextPatch}",
+                &none
+            ),
+            "0.0.1"
+        );
+    }
+
+    #[test]
+    fn donor_package_action() {
+        let process: DeploymentProcess = serde_json::from_value(json!({"Steps": [
+            {"Id": "step-1", "Name": "Deploy web", "Actions": [{"Id": "action-1", "Name": "Deploy web",
+                "ActionType": "Octopus.TentaclePackage",
+                "Properties": {"Octopus.Action.Package.PackageId": "Acme.Web"}}]},
+            {"Id": "step-2", "Name": "Notify", "Actions": [{"Id": "action-2", "Name": "Notify",
+                "ActionType": "Octopus.Script", "Properties": {}}]}
+        ]}))
+        .unwrap();
+        let with = |strategy: Value| {
+            let p = Project {
+                versioning_strategy: serde_json::from_value(strategy).unwrap(),
+                ..Project::default()
+            };
+            donor_action(&p, &process)
+        };
+        let text = |e: ApiError| format!("{} {}", e.message, e.errors.join(" "));
+        assert_eq!(with(json!({"Template": "1.0.i"})).unwrap(), None);
+        assert_eq!(
+            with(
+                json!({"DonorPackage": {"DeploymentAction": "deploy WEB", "PackageReference": ""}})
+            )
+            .unwrap(),
+            Some("Deploy web".to_string())
+        );
+        assert_eq!(
+            with(json!({"DonorPackageStepId": "step-1"})).unwrap(),
+            Some("Deploy web".to_string())
+        );
+        let e = text(with(json!({"DonorPackage": {"DeploymentAction": "Gone"}})).unwrap_err());
+        assert!(
+            e.contains("'Gone'") && e.contains("not in the deployment process"),
+            "{}",
+            e
+        );
+        let e = text(with(json!({"DonorPackageStepId": "step-9"})).unwrap_err());
+        assert!(e.contains("step-9"), "{}", e);
+        let e = text(with(json!({"DonorPackage": {"DeploymentAction": "Notify"}})).unwrap_err());
+        assert!(e.contains("deploys no package"), "{}", e);
+    }
+
+    #[test]
+    fn release_notes_template_iterates_packages_and_work_items() {
+        let packages = vec![
+            json!({"PackageId": "Acme.Web", "Version": "1.2.3",
+                "Commits": [{"CommitId": "abc", "Comment": "Fix it", "LinkUrl": "https://g/abc"}],
+                "WorkItems": [{"Id": "JIRA-1", "Description": "Bug", "LinkUrl": ""},
+                              {"Id": "JIRA-2", "Description": "Feature", "LinkUrl": ""}]}),
+            json!({"PackageId": "Acme.Api", "Version": "2.0.0", "Commits": [],
+                "WorkItems": [{"Id": "JIRA-2", "Description": "Feature", "LinkUrl": ""}]}),
+        ];
+        let vars = ferry_template::MapVariables::new().with("Team", "Blue");
+        let notes = render_release_notes(
+            "#{each package in Octopus.Release.Package}- #{package.PackageId} #{package.Version}#{each workItem in package.WorkItems} #{workItem.Id}#{/each}#{/each}",
+            vars.clone(),
+            "9.9.9",
+            &packages,
+        )
+        .unwrap();
+        assert_eq!(
+            notes,
+            "- Acme.Web 1.2.3 JIRA-1 JIRA-2- Acme.Api 2.0.0 JIRA-2"
+        );
+        let notes = render_release_notes(
+            "#{Team} #{Octopus.Release.Number}:#{each c in Octopus.Release.Package[0].Commits} #{c.CommitId} #{c.Comment}#{/each} |#{each w in Octopus.Release.WorkItems} #{w.Id}#{/each}",
+            vars,
+            "9.9.9",
+            &packages,
+        )
+        .unwrap();
+        assert_eq!(notes, "Blue 9.9.9: abc Fix it | JIRA-1 JIRA-2");
+    }
 }
