@@ -604,3 +604,48 @@ async fn release_retention_keeps_the_newest_and_what_is_deployed() {
     let dash = s.get("/api/Spaces-1/dashboard").await;
     assert_eq!(dash["Items"], json!([]), "{dash}");
 }
+
+#[tokio::test]
+async fn a_restarted_server_catches_up_on_automatic_deployments() {
+    let mut s = Server::start();
+    let dev = id(&s.create_environment("Development").await);
+    let test = id(&s.create_environment("Test").await);
+    s.create_project("Late").await;
+    s.set_scripts("Late", &[("Hello", "echo hi")]).await;
+    let lc = use_lifecycle(
+        &s,
+        "Late",
+        json!([
+            {"Name": "Dev", "OptionalDeploymentTargets": [dev]},
+            {"Name": "Test", "OptionalDeploymentTargets": [test]}
+        ]),
+    )
+    .await;
+    let r = s.create_release("Late", "1.0.0").await;
+    let rid = r["ReleaseId"].as_str().unwrap().to_string();
+    let t = task_ids(&deploy(&s, "Late", "1.0.0", &["Development"]).await.1);
+    assert_eq!(
+        s.wait_task(&t[0], Duration::from_secs(30)).await["State"],
+        "Success"
+    );
+    // Stand-in for a node that stopped between the success and the promotion: the success is
+    // recorded, nothing followed (Test was manual then). With Test now automatic, a restarted
+    // server promotes the release from its recent successes.
+    let mut l = s.get(&format!("/api/Spaces-1/lifecycles/{lc}")).await;
+    l["Phases"][1]["AutomaticDeploymentTargets"] = json!([test]);
+    l["Phases"][1]["OptionalDeploymentTargets"] = json!([]);
+    s.put(&format!("/api/Spaces-1/lifecycles/{lc}"), l).await;
+    assert_eq!(deployments_of(&s, &rid).await.len(), 1);
+    s.stop();
+    s.restart(crate::harness::Opts::default());
+    let t_test = wait_deployment_to(&s, &rid, &test).await;
+    assert_eq!(
+        s.wait_task(&t_test, Duration::from_secs(30)).await["State"],
+        "Success"
+    );
+    // Restarting again queues nothing more.
+    s.stop();
+    s.restart(crate::harness::Opts::default());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(deployments_of(&s, &rid).await.len(), 2);
+}

@@ -70,11 +70,63 @@ pub async fn follow(
     }
 }
 
-/// Spawns `follow` on the runtime.
+/// Spawns `catch_up`, then `follow`, on the runtime.
 pub fn spawn(st: AppState) -> tokio::task::JoinHandle<()> {
     // Subscribe now, so tasks finished before the spawned loop first runs are not missed.
     let rx = st.executor.subscribe_finished();
-    tokio::spawn(follow(st, rx))
+    tokio::spawn(async move {
+        catch_up(&st).await;
+        follow(st, rx).await;
+    })
+}
+
+/// How far back `catch_up` looks: successful deployments finished in the last day, at most
+/// this many of the newest.
+const CATCH_UP_TASKS: i64 = 200;
+const CATCH_UP_MS: i64 = 86_400_000;
+
+/// At start-up: promotes the releases of recently successful deployments, in case a node
+/// stopped between recording a success and queueing what it entailed. Promotion is idempotent
+/// (an environment with any deployment of the release is never deployed to automatically
+/// again), so releases already promoted get nothing new.
+pub async fn catch_up(st: &AppState) {
+    let since = now_ms() - CATCH_UP_MS;
+    let tasks = match st
+        .db
+        .list_tasks(&TaskQuery {
+            name: Some("Deploy".to_string()),
+            states: vec!["Success".to_string()],
+            take: Some(CATCH_UP_TASKS),
+            ..TaskQuery::default()
+        })
+        .await
+    {
+        Ok((rows, _)) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "automatic deployment could not read recent deployments");
+            return;
+        }
+    };
+    let mut seen: Vec<(String, Option<String>)> = Vec::new();
+    for t in tasks {
+        if t.completed_time.is_none_or(|c| c < since) {
+            continue;
+        }
+        let Some(deployment_id) = t.deployment_id else {
+            continue;
+        };
+        let key = (
+            t.release_id.clone().unwrap_or_default(),
+            t.tenant_id.clone(),
+        );
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        if let Err(e) = after_success(st, &t.space_id, &deployment_id).await {
+            tracing::warn!(deployment = %deployment_id, error = %e.message, "automatic deployment catch-up failed");
+        }
+    }
 }
 
 async fn after_success(st: &AppState, space: &str, deployment_id: &str) -> ApiResult<()> {
