@@ -452,6 +452,23 @@ pub enum ReleaseCommand {
     Deploy(DeployArgs),
     /// Deploy the release last deployed successfully to one environment to others
     Promote(PromoteArgs),
+    /// Stop a release from being deployed to environments it has not reached yet
+    PreventProgression {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        version: String,
+        /// Why (recorded with the release and in the audit log)
+        #[arg(long)]
+        reason: String,
+    },
+    /// Let a release progress again
+    AllowProgression {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        version: String,
+    },
     /// Show what changed between two releases of a project (packages, steps, variables)
     Diff {
         /// Project, by name, slug or id
@@ -1320,6 +1337,14 @@ async fn release(session: &Session, command: ReleaseCommand) -> Result<(), Failu
             wait_for_tasks(session, &tasks, timeout, !session.json()).await
         }
         ReleaseCommand::Promote(args) => mgmt::promote(session, args).await,
+        ReleaseCommand::PreventProgression {
+            project,
+            version,
+            reason,
+        } => mgmt::progression(session, &project, &version, Some(reason)).await,
+        ReleaseCommand::AllowProgression { project, version } => {
+            mgmt::progression(session, &project, &version, None).await
+        }
         ReleaseCommand::Deploy(args) => {
             let environments = args.environments.join(", ");
             let tenanted = !args.tenants.is_empty() || !args.tenant_tags.is_empty();

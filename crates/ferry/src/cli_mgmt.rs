@@ -953,6 +953,50 @@ pub(super) async fn promote(session: &Session, args: PromoteArgs) -> Result<(), 
     Ok(())
 }
 
+/// `ferry release prevent-progression` (with a reason) and `allow-progression` (without).
+pub(super) async fn progression(
+    session: &Session,
+    project: &str,
+    version: &str,
+    reason: Option<String>,
+) -> Result<(), Failure> {
+    let client = &session.client;
+    let space = &session.space_id;
+    let p = client.project(space, project).await?;
+    let release = client
+        .get_json(&api(
+            space,
+            &format!(
+                "projects/{}/releases/{}",
+                segment(&p.id),
+                segment(version.trim())
+            ),
+        ))
+        .await?;
+    let id = s(&release, "Id");
+    let (path, body, done) = match &reason {
+        Some(r) => (
+            format!("releases/{}/defects", segment(&id)),
+            serde_json::json!({"Description": r}),
+            "may not progress any further",
+        ),
+        None => (
+            format!("releases/{}/defects/resolve", segment(&id)),
+            serde_json::json!({}),
+            "may progress again",
+        ),
+    };
+    let answer = client.post_json(&api(space, &path), &body).await?;
+    if session.json() {
+        return print_json(&answer);
+    }
+    print_line(format!(
+        "Release {} of {} {done}",
+        s(&release, "Version"),
+        p.name
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -444,4 +444,70 @@ async fn release_management_commands() {
     assert!(!ok(&["tenant", "list"]).contains("Acme"));
     ok(&["lifecycle", "create", "--name", "Spare"]);
     ok(&["lifecycle", "delete", "Spare"]);
+
+    // Prevent and allow progression.
+    ok(&["project", "create", "Gate"]);
+    ok(&[
+        "process",
+        "add-script",
+        "--project",
+        "Gate",
+        "--name",
+        "Hi",
+        "--script",
+        "echo hi",
+    ]);
+    ok(&[
+        "release",
+        "create",
+        "--project",
+        "Gate",
+        "--version",
+        "1.0.0",
+    ]);
+    let out = ok(&[
+        "release",
+        "prevent-progression",
+        "--project",
+        "Gate",
+        "--version",
+        "1.0.0",
+        "--reason",
+        "broken login",
+    ]);
+    assert!(out.contains("may not progress"), "{out}");
+    let o = ferry(
+        &s,
+        &[
+            "release",
+            "deploy",
+            "--project",
+            "Gate",
+            "--version",
+            "1.0.0",
+            "--environment",
+            "Development",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("broken login"), "{}", text(&o));
+    ok(&[
+        "release",
+        "allow-progression",
+        "--project",
+        "Gate",
+        "--version",
+        "1.0.0",
+    ]);
+    ok(&[
+        "release",
+        "deploy",
+        "--project",
+        "Gate",
+        "--version",
+        "1.0.0",
+        "--environment",
+        "Development",
+        "--wait",
+    ]);
 }
