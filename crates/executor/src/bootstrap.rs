@@ -99,24 +99,28 @@ pub fn prepare(syntax: Syntax, body: &str, vars: &[(String, String)]) -> Prepare
     };
     args.push(bootstrap_file.to_string());
     args.push(script_file.to_string());
+    let modules = crate::script_modules::module_files(syntax, vars);
     Prepared {
-        files: vec![
-            PreparedFile {
-                path: VARIABLES_FILE.to_string(),
-                contents: variables_file(vars),
-                mode: 0o600,
-            },
-            PreparedFile {
-                path: bootstrap_file.to_string(),
-                contents: bootstrap.as_bytes().to_vec(),
-                mode: 0o600,
-            },
-            PreparedFile {
-                path: script_file.to_string(),
-                contents: script,
-                mode: 0o600,
-            },
-        ],
+        files: modules
+            .into_iter()
+            .chain(vec![
+                PreparedFile {
+                    path: VARIABLES_FILE.to_string(),
+                    contents: variables_file(vars),
+                    mode: 0o600,
+                },
+                PreparedFile {
+                    path: bootstrap_file.to_string(),
+                    contents: bootstrap.as_bytes().to_vec(),
+                    mode: 0o600,
+                },
+                PreparedFile {
+                    path: script_file.to_string(),
+                    contents: script,
+                    mode: 0o600,
+                },
+            ])
+            .collect(),
         program: program.to_string(),
         args,
         env: vec![(VARIABLES_ENV.to_string(), VARIABLES_FILE.to_string())],

@@ -187,6 +187,11 @@ pub fn apply(op: &PackageOp, roots: &Roots) -> Result<PackageStageReply, String>
                 reply.dir = Some(c.dir.clone());
             }
         }
+        PackageOp::ReadArtifact {
+            ticket,
+            index,
+            max_bytes,
+        } => return crate::artifacts::read(roots, ticket, *index, *max_bytes),
         PackageOp::ReadScript { dir, stage } => {
             if !matches!(
                 stage.as_str(),

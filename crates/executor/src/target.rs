@@ -201,6 +201,9 @@ impl LocalTarget {
         cancel: CancellationToken,
     ) -> Result<ScriptOutcome, TargetError> {
         let dir = self.work_root.join(sanitize(&req.ticket));
+        // Artifacts the script reports are copied aside before its directory goes.
+        let stash = crate::artifacts::Stash::new(&self.roots, &req.ticket, out);
+        let out: &dyn ScriptOutput = &stash;
         let prepared = crate::bootstrap::prepare(req.syntax, &req.body, &req.variables);
         // A fresh, private directory: anything left from an earlier attempt is removed.
         let dir2 = dir.clone();

@@ -451,6 +451,14 @@ pub enum PackageOp {
     },
     /// Reads the package's convention script for a stage from a directory.
     ReadScript { dir: String, stage: String },
+    /// Reads an artifact a script of this ticket created (`new_octopusartifact`): the copy the
+    /// target kept of it, by its number in the script's output (0, 1, …), at most `max_bytes`.
+    /// The copy is removed once read. Older agents refuse the unknown operation.
+    ReadArtifact {
+        ticket: String,
+        index: u32,
+        max_bytes: u64,
+    },
     /// Keeps the last `keep` installations of the package installed in `dir` (`u32::MAX`:
     /// all); with `keep_days`, instead removes installations older than that many days. Older
     /// agents ignore `keep_days` and keep everything, which is safe.
@@ -499,6 +507,32 @@ pub struct PackageStageReply {
     pub info: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// `ReadArtifact`: the file's bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "b64_opt")]
+    pub content: Option<Vec<u8>>,
+}
+
+mod b64_opt {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match data {
+            Some(d) => s.serialize_some(&STANDARD.encode(d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(s) => STANDARD
+                .decode(s.as_bytes())
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

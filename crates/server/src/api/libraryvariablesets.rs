@@ -17,8 +17,9 @@ use crate::input::Body;
 
 pub const C: &str = "LibraryVariableSets";
 
-/// A library variable set as Octopus shows it. `ContentType` is always `Variables` (script
-/// modules are not supported).
+/// A library variable set as Octopus shows it. `ContentType` is `Variables` or `ScriptModule`
+/// (a script module: `Octopus.Script.Module[Name]` and `Octopus.Script.Module.Language[Name]`
+/// variables, written next to Bash and Python scripts; see `docs/scripts.md`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct LibraryVariableSet {
@@ -84,11 +85,25 @@ pub async fn resolve(
     Ok(find(st, C, space, None, key).await?.map(|(_, l)| l))
 }
 
-/// Only `Variables` library sets exist: a `contentType` filter for anything else lists none.
-fn content_type_matches(params: &Params) -> bool {
+/// The `contentType` filter of a list, if any.
+fn content_type_filter(params: &Params) -> Option<String> {
     params
         .get("contentType")
-        .is_none_or(|t| t.eq_ignore_ascii_case("Variables"))
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| t.trim().to_string())
+}
+
+/// The rows of a space whose content type is `ct`, rendered.
+async fn rows_of_type(st: &AppState, space: &str, ct: &str) -> ApiResult<Vec<Value>> {
+    let (rows, _) = st.db.list_docs(&query(space)).await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let l: LibraryVariableSet = parse_body(r)?;
+        if l.content_type.eq_ignore_ascii_case(ct) {
+            out.push(render(space, &l));
+        }
+    }
+    Ok(out)
 }
 
 pub async fn list(
@@ -100,11 +115,18 @@ pub async fn list(
     let params = Params::parse(raw.as_deref());
     let base = format!("/api/{space}/libraryvariablesets");
     let template = format!("{base}{{/id}}{{?skip,contentType,take,ids,partialName}}");
-    if !content_type_matches(&params) {
+    if let Some(ct) = content_type_filter(&params) {
+        let all = rows_of_type(&st, &space, &ct).await?;
+        let total = all.len() as i64;
+        let items = all
+            .into_iter()
+            .skip(usize::try_from(params.skip()).unwrap_or(0))
+            .take(usize::try_from(params.take()).unwrap_or(usize::MAX))
+            .collect();
         return Ok(Json(crate::query::page(
             "LibraryVariableSet",
-            Vec::new(),
-            0,
+            items,
+            total,
             params.skip(),
             params.take(),
             &base,
@@ -131,8 +153,8 @@ pub async fn all(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     require_space(&st, &space).await?;
-    if !content_type_matches(&Params::parse(raw.as_deref())) {
-        return Ok(Json(json!([])));
+    if let Some(ct) = content_type_filter(&Params::parse(raw.as_deref())) {
+        return Ok(Json(Value::Array(rows_of_type(&st, &space, &ct).await?)));
     }
     Ok(Json(
         list_all(&st, query(&space), |d| render_row(&space, d)).await?,
@@ -151,12 +173,15 @@ pub async fn get(
     }
 }
 
-fn check_content_type(l: &LibraryVariableSet) -> ApiResult<()> {
+/// The canonical content type: `Variables` (the default) or `ScriptModule`.
+fn check_content_type(l: &LibraryVariableSet) -> ApiResult<String> {
     if l.content_type.is_empty() || l.content_type.eq_ignore_ascii_case("Variables") {
-        Ok(())
+        Ok("Variables".to_string())
+    } else if l.content_type.eq_ignore_ascii_case("ScriptModule") {
+        Ok("ScriptModule".to_string())
     } else {
         Err(ApiError::bad_request(format!(
-            "ContentType '{}' is not supported; library variable sets hold Variables",
+            "ContentType '{}' is not supported; library variable sets hold Variables or a ScriptModule",
             l.content_type
         )))
     }
@@ -170,7 +195,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     require_space(&st, &space).await?;
     let name = require_name(&l.name, "library variable set", 200)?;
-    check_content_type(&l)?;
+    let content_type = check_content_type(&l)?;
     // Common templates (tenant variables): ids given, names checked.
     super::tenants::prepare_templates(&mut l.templates, &format!("library variable set '{name}'"))?;
     let mut tx = st.db.begin().await?;
@@ -178,7 +203,7 @@ pub async fn create(
     l.id = format!("{C}-{seq}");
     l.space_id = space.clone();
     l.name = name.clone();
-    l.content_type = "Variables".to_string();
+    l.content_type = content_type;
     l.variable_set_id = variable_set_id(&l.id);
     tx.insert_doc(&doc_row(C, &l.id, &space, "", &l.name, "", 0, seq, &l)?)
         .await

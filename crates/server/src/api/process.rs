@@ -202,6 +202,8 @@ pub async fn put(
         )));
     }
     validate(&mut p)?;
+    // Steps using step templates: the template and pinned version must exist.
+    super::actiontemplates::check_process(&st, &space, &mut p).await?;
     // Tenant tags on steps must exist; they are stored canonical (`Set/Tag`).
     let mut errors = Vec::new();
     for step in &mut p.steps {
