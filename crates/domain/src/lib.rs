@@ -4,8 +4,10 @@
 //!
 //! Architecture invariant: this crate does no IO and depends on no runtime, database or web crate.
 
+pub mod action_template;
 pub mod channel_rules;
 pub mod ids;
+pub mod interruption;
 pub mod lifecycle;
 pub mod model;
 pub mod task;

@@ -23,6 +23,9 @@ use crate::service_message::{OutputEvent, OutputInterpreter, ServiceMessage};
 use crate::target::{ScriptOutcome, ScriptOutput, ScriptRequest, Stream, Syntax, Target, TaskRef};
 use crate::variables::{Dictionary, OpenedSet, open_set, resolve, sensitive_values};
 
+#[path = "step_flow.rs"]
+mod step_flow;
+
 /// What a task run produced.
 pub(crate) struct Outcome {
     pub state: TaskState,
@@ -69,6 +72,35 @@ struct Context {
     /// The space's worker pools and enabled workers.
     pools: Vec<ferry_domain::WorkerPool>,
     workers: Vec<Machine>,
+    /// Targets excluded during the deployment by a guided-failure "Exclude machine" answer.
+    excluded: std::sync::Mutex<Vec<String>>,
+}
+
+impl Context {
+    /// Whether guided failure applies: the deployment asked for it, else the project's mode
+    /// (`On`, `Off`, or the environment's default).
+    fn guided_failure(&self) -> bool {
+        self.deployment.use_guided_failure
+            || match self.project.default_guided_failure_mode.as_str() {
+                "On" => true,
+                "Off" => false,
+                _ => self.environment.use_guided_failure,
+            }
+    }
+
+    fn is_excluded(&self, machine_id: &str) -> bool {
+        self.excluded
+            .lock()
+            .is_ok_and(|e| e.iter().any(|x| x == machine_id))
+    }
+
+    fn exclude(&self, machine_id: &str) {
+        if let Ok(mut e) = self.excluded.lock() {
+            if !e.iter().any(|x| x == machine_id) {
+                e.push(machine_id.to_string());
+            }
+        }
+    }
 }
 
 async fn load_context(ex: &Executor, task: &TaskRow) -> Result<Context, String> {
@@ -133,6 +165,7 @@ async fn load_context(ex: &Executor, task: &TaskRow) -> Result<Context, String> 
         machines,
         pools,
         workers,
+        excluded: std::sync::Mutex::new(Vec::new()),
     })
 }
 
@@ -324,7 +357,7 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
     logger.set_masker(Masker::new(secrets));
     let base = deployment_variables(ex, task, &ctx);
     // Output variables and deployment state set by earlier steps.
-    let mut outputs = Dictionary::default();
+    let outputs = Dictionary::default();
     logger.info(
         &root,
         &format!(
@@ -334,164 +367,65 @@ pub(crate) async fn run(ex: &Executor, task: &TaskRow, cancel: CancellationToken
     );
     let mut failure: Option<String> = None;
     let mut canceled = false;
-    for (index, step) in ctx.process.steps.iter().enumerate() {
-        let number = index + 1;
-        let title = format!("Step {number}: {}", step.name);
-        if canceled || cancel.is_cancelled() {
-            canceled = true;
-            let a = logger.open(Some(&root), &title);
-            logger.close(&a, ActivityStatus::Canceled);
-            continue;
-        }
-        if let Some(why) = skip_reason(step, &ctx) {
-            let a = logger.skipped(Some(&root), &title);
-            logger.verbose(&a, &why);
-            continue;
-        }
-        let run_it = match step.condition.as_str() {
-            "Failure" => Ok(failure.is_some()),
-            "Always" => Ok(true),
-            "Variable" => {
-                let expr = step
-                    .properties
-                    .get("Octopus.Step.ConditionVariableExpression")
-                    .cloned()
-                    .unwrap_or_default();
-                let dict = step_dictionary(&ctx, &base, &outputs, step, None, number, 0, None);
-                ferry_template::evaluate_truthy(&expr, &dict, &template_options()).map_err(|e| {
-                    format!(
-                        "the run condition of step '{}' could not be evaluated: {e}",
-                        step.name
-                    )
-                })
-            }
-            _ => Ok(failure.is_none()),
-        };
-        let run_it = match run_it {
-            Ok(b) => b,
-            Err(e) => {
-                let a = logger.open(Some(&root), &title);
-                logger.error(&a, &e);
-                logger.close(&a, ActivityStatus::Failed);
-                if failure.is_none() {
-                    failure = Some(e);
-                }
-                continue;
-            }
-        };
-        if !run_it {
-            let a = logger.skipped(Some(&root), &title);
-            logger.verbose(
-                &a,
-                match step.condition.as_str() {
-                    "Variable" => "Skipped because the step's run condition is false",
-                    "Failure" => "Skipped because this step runs only when a previous step failed",
-                    _ => "Skipped because a previous step failed",
-                },
-            );
-            continue;
-        }
-        let step_act = logger.open(Some(&root), &title);
-        let mut step_failed: Option<String> = None;
-        let actions: Vec<&DeploymentAction> =
-            step.actions.iter().filter(|a| !a.is_disabled).collect();
-        for (ai, action) in actions.iter().enumerate() {
-            if ctx.deployment.skip_actions.contains(&action.id) {
-                let a = logger.skipped(Some(&step_act), &action.name);
-                logger.verbose(&a, "Skipped because the deployment excludes this step");
-                continue;
-            }
-            if let Some(why) = tenant_skip_reason(action, &ctx) {
-                let a = logger.skipped(Some(&step_act), &action.name);
-                logger.info(&a, &why);
-                continue;
-            }
-            let child = if step.actions.len() > 1 { ai + 1 } else { 0 };
-            let targets = match resolve_targets(ex, &ctx, step, action, &logger, &step_act) {
-                Ok(t) => t,
-                Err(msg) => {
-                    step_failed = Some(msg);
-                    break;
-                }
-            };
-            let window = step_window(step, targets.len());
-            let window_sem = tokio::sync::Semaphore::new(window);
-            let task_ref = TaskRef {
-                task_id: task.id.clone(),
-                epoch: u64::try_from(task.epoch).unwrap_or(0),
-            };
-            let runs = targets.iter().map(|(machine, target)| {
-                let dict = step_dictionary(
-                    &ctx,
-                    &base,
-                    &outputs,
-                    step,
-                    Some(action),
-                    number,
-                    child,
-                    machine.as_ref(),
-                );
-                let run = ActionRun {
-                    ctx: &ctx,
-                    ex,
-                    logger: &logger,
-                    step_act: &step_act,
-                    action,
-                    task,
-                    task_ref: &task_ref,
-                    step_number: number,
-                    child,
-                    cancel: &cancel,
-                    target: target.as_ref(),
-                    machine: machine.as_ref(),
-                };
-                let window_sem = &window_sem;
-                let (logger, step_act, cancel) = (&logger, &step_act, &cancel);
-                async move {
-                    let _window = window_sem.acquire().await.ok();
-                    let _slot = ex.target_slots.acquire().await.ok();
-                    let _lock = match machine {
-                        Some(m) if !bypass_mutex(&dict) => {
-                            Some(ex.lock_target(&m.id, &m.name, logger, step_act).await)
-                        }
-                        _ => None,
-                    };
-                    if cancel.is_cancelled() {
-                        return (ActionResult::Canceled, ActionOutput::default());
-                    }
-                    run_action(run, &dict).await
-                }
-            });
-            let results = futures_util::future::join_all(runs).await;
-            for (result, out) in results {
-                match result {
-                    ActionResult::Ok => record_outputs(&mut outputs, action, out),
-                    ActionResult::Canceled => canceled = true,
-                    ActionResult::Failed(msg) => {
-                        record_outputs(&mut outputs, action, out);
-                        if step_failed.is_none() {
-                            step_failed = Some(msg);
-                        }
-                    }
-                }
-            }
-            if canceled || step_failed.is_some() {
-                break;
-            }
-        }
+    let outputs = std::sync::Mutex::new(outputs);
+    let task_ref = TaskRef {
+        task_id: task.id.clone(),
+        epoch: u64::try_from(task.epoch).unwrap_or(0),
+    };
+    let env = step_flow::StepEnv {
+        ex,
+        ctx: &ctx,
+        task,
+        task_ref: &task_ref,
+        logger: &logger,
+        root: &root,
+        base: &base,
+        outputs: &outputs,
+        cancel: &cancel,
+    };
+    // Steps grouped by start trigger: a group's steps run at once (at most
+    // `Octopus.Action.MaxParallelism`), each seeing the failures of earlier groups.
+    let max_steps = {
+        let d = ctx
+            .process
+            .steps
+            .first()
+            .map(|s| step_dictionary(&ctx, &base, &Dictionary::default(), s, None, 1, 0, None));
+        step_flow::max_parallel_steps(
+            d.as_ref()
+                .and_then(|d| d.get_value("Octopus.Action.MaxParallelism")),
+        )
+    };
+    let step_sem = tokio::sync::Semaphore::new(max_steps);
+    for group in step_flow::step_groups(&ctx.process.steps) {
         if canceled {
-            logger.close(&step_act, ActivityStatus::Canceled);
-        } else if let Some(msg) = step_failed {
-            logger.line(&step_act, LogCategory::Error, &msg);
-            logger.close(&step_act, ActivityStatus::Failed);
-            if failure.is_none() {
-                let f = format!("Step '{}' failed: {msg}", step.name);
-                outputs.set("Octopus.Deployment.Error", f.clone());
-                outputs.set("Octopus.Deployment.ErrorDetail", msg.clone());
+            for &index in &group {
+                let title = format!("Step {}: {}", index + 1, ctx.process.steps[index].name);
+                let a = logger.open(Some(&root), &title);
+                logger.close(&a, ActivityStatus::Canceled);
+            }
+            continue;
+        }
+        let failed_before = failure.is_some();
+        let runs = group.iter().map(|&index| {
+            let (env, step_sem) = (&env, &step_sem);
+            let step = &ctx.process.steps[index];
+            async move {
+                let _slot = step_sem.acquire().await.ok();
+                step_flow::run_step(env, index, step, failed_before).await
+            }
+        });
+        for result in futures_util::future::join_all(runs).await {
+            canceled |= result.canceled;
+            if let Some(f) = result.failure
+                && failure.is_none()
+            {
+                if let Ok(mut o) = outputs.lock() {
+                    o.set("Octopus.Deployment.Error", f.clone());
+                    o.set("Octopus.Deployment.ErrorDetail", result.detail.clone());
+                }
                 failure = Some(f);
             }
-        } else {
-            logger.close(&step_act, ActivityStatus::Success);
         }
     }
     let (state, status) = if canceled {
@@ -626,14 +560,16 @@ fn bypass_mutex(dict: &Dictionary) -> bool {
     prop_is_true(dict.get_value("OctopusBypassDeploymentMutex"))
 }
 
-/// How many targets of a step run at once: the rolling window
-/// (`Octopus.Action.MaxParallelism`) if the step sets one, otherwise all of them.
-fn step_window(step: &DeploymentStep, targets: usize) -> usize {
+/// How many targets of a step run at once: the rolling window (the step's property
+/// `Octopus.Action.MaxParallelism`) if the step sets one, otherwise the variable of the same
+/// name (`variable`), otherwise 10 (Octopus's default).
+fn step_window(step: &DeploymentStep, targets: usize, variable: Option<&str>) -> usize {
+    let positive = |v: &str| v.trim().parse::<usize>().ok().filter(|n| *n > 0);
     step.properties
         .get("Octopus.Action.MaxParallelism")
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(targets)
+        .and_then(|v| positive(v))
+        .or_else(|| variable.and_then(positive))
+        .unwrap_or(step_flow::DEFAULT_MAX_PARALLELISM)
         .clamp(1, targets.max(1))
 }
 
@@ -771,6 +707,7 @@ fn resolve_targets(
         })
         .filter(|m| d.specific_machine_ids.is_empty() || d.specific_machine_ids.contains(&m.id))
         .filter(|m| !d.excluded_machine_ids.contains(&m.id))
+        .filter(|m| !ctx.is_excluded(&m.id))
         .collect();
     if matching.is_empty() {
         return Err(format!(
@@ -1040,6 +977,8 @@ struct OutputState {
     interpreter: OutputInterpreter,
     variables: Vec<(String, String, bool)>,
     failed: Option<String>,
+    /// `createArtifact` messages: (name, path), in order.
+    artifacts: Vec<(String, String)>,
 }
 
 impl<'a> LogOutput<'a> {
@@ -1102,14 +1041,8 @@ impl ScriptOutput for LogOutput<'_> {
                     });
                 }
                 OutputEvent::Message(ServiceMessage::CreateArtifact { name, path, .. }) => {
-                    self.logger.line(
-                        self.activity,
-                        LogCategory::Warning,
-                        &format!(
-                            "The script asked to collect the artifact '{}' ({}); collecting artifacts is not supported yet",
-                            name, path
-                        ),
-                    );
+                    // Collected after the script (`artifacts::collect`).
+                    st.artifacts.push((name, path));
                 }
                 OutputEvent::Message(_) => {}
                 OutputEvent::Malformed(bad) => {
@@ -1135,24 +1068,44 @@ struct ActionRun<'a> {
     cancel: &'a CancellationToken,
     target: &'a dyn Target,
     machine: Option<&'a Machine>,
+    /// 1 for the first attempt; retries get their own ticket (a ticket re-attaches).
+    attempt: u32,
 }
 
 impl ActionRun<'_> {
     /// One ticket per (task, step, action, target): a retried start re-attaches on an agent.
     fn ticket(&self) -> String {
         let where_ = self.machine.map(|m| m.id.as_str()).unwrap_or("local");
-        format!(
+        let ticket = format!(
             "{}-s{}.{}-{}",
             self.task.id, self.step_number, self.child, where_
-        )
+        );
+        if self.attempt > 1 {
+            format!("{ticket}-a{}", self.attempt)
+        } else {
+            ticket
+        }
     }
 }
 
 async fn run_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, ActionOutput) {
+    // A step template: the pinned version's properties, its parameters as variables.
+    let space = &r.ctx.release.space_id;
+    let templated =
+        match crate::templates::expand(r.ex, space, r.action, dict, r.logger.masker()).await {
+            Ok(t) => t,
+            Err(e) => return (ActionResult::Failed(e), ActionOutput::default()),
+        };
+    let (r, dict) = match &templated {
+        Some((action, d)) => (ActionRun { action, ..r }, d),
+        None => (r, dict),
+    };
     let mut output = ActionOutput::default();
     match r.action.action_type.as_str() {
         "Octopus.Script" => {}
         "Octopus.TentaclePackage" => return run_package_action(r, dict).await,
+        "Octopus.Manual" => return run_manual_action(r, dict).await,
+        "Octopus.Email" => return run_email_action(r, dict).await,
         other => {
             return (
                 ActionResult::Failed(format!(
@@ -1224,6 +1177,36 @@ async fn run_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, Actio
         Ok(ScriptOutcome::Canceled) => ActionResult::Canceled,
         Err(e) => ActionResult::Failed(format!("{}: {e}", target.name())),
     };
+    let artifacts = out
+        .state
+        .lock()
+        .map(|mut s| std::mem::take(&mut s.artifacts))
+        .unwrap_or_default();
+    let mut result = result;
+    if !artifacts.is_empty() && !matches!(result, ActionResult::Canceled) {
+        let c = &r.ctx;
+        let related = [
+            &task.id,
+            &c.deployment.id,
+            &c.release.id,
+            &c.project.id,
+            &c.environment.id,
+        ];
+        let place = crate::artifacts::Place {
+            logger,
+            activity: &target_act,
+            target,
+            task: task_ref,
+        };
+        let space = &c.release.space_id;
+        let collected =
+            crate::artifacts::collect(ex, space, &related, place, &r.ticket(), artifacts).await;
+        match (collected, &result) {
+            (Err(e), ActionResult::Ok) => result = ActionResult::Failed(e),
+            (Err(e), _) => logger.line(&target_act, LogCategory::Error, &e),
+            (Ok(()), _) => {}
+        }
+    }
     output.variables = out.take_variables();
     match &result {
         ActionResult::Ok => logger.close(&target_act, ActivityStatus::Success),
@@ -1237,6 +1220,156 @@ async fn run_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, Actio
 }
 
 /// A "Deploy a package" action on one target (see `deploy_package`).
+/// An email (`crate::email`), sent from the server with its SMTP settings.
+async fn run_email_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, ActionOutput) {
+    let output = ActionOutput::default();
+    let props = match render_properties(r.action, dict, &template_options()) {
+        Ok(p) => p,
+        Err(e) => return (ActionResult::Failed(e), output),
+    };
+    let get = |k: &str| props.get(k).cloned().unwrap_or_default();
+    let m = crate::email::Message {
+        to: crate::email::addresses(&get("Octopus.Action.Email.To")),
+        cc: crate::email::addresses(&get("Octopus.Action.Email.CC")),
+        bcc: crate::email::addresses(&get("Octopus.Action.Email.Bcc")),
+        subject: get("Octopus.Action.Email.Subject"),
+        body: get("Octopus.Action.Email.Body"),
+        is_html: get("Octopus.Action.Email.IsHtml").eq_ignore_ascii_case("true"),
+    };
+    if !get("Octopus.Action.Email.ToTeamIds").trim().is_empty() {
+        r.logger.line(
+            r.step_act,
+            LogCategory::Warning,
+            "Sending to teams (Octopus.Action.Email.ToTeamIds) is not supported yet; only the addresses are used",
+        );
+    }
+    let all: Vec<&String> = m.to.iter().chain(m.cc.iter()).chain(m.bcc.iter()).collect();
+    if all.is_empty() {
+        return (
+            ActionResult::Failed(
+                "the email step has no recipients (Octopus.Action.Email.To, CC or Bcc)".to_string(),
+            ),
+            output,
+        );
+    }
+    if let Some(bad) = all.iter().find(|a| !crate::email::valid_address(a)) {
+        return (
+            ActionResult::Failed(format!("'{bad}' is not an email address")),
+            output,
+        );
+    }
+    let settings: crate::email::SmtpSettings =
+        match r.ex.db.get_doc(crate::email::SMTP_DOC_ID).await {
+            Ok(Some(d)) => serde_json::from_str(&d.body).unwrap_or_default(),
+            _ => crate::email::SmtpSettings::default(),
+        };
+    if !settings.is_configured() {
+        return (
+            ActionResult::Failed(
+                "SMTP is not configured: set the server's SMTP host and sender with PUT /api/smtpconfiguration".to_string(),
+            ),
+            output,
+        );
+    }
+    let password = match &settings.sealed_password {
+        Some(sealed) => {
+            match ferry_crypto::open(&r.ex.cfg.master_key, &crate::email::password_aad(), sealed) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    return (
+                        ActionResult::Failed(format!("the SMTP password could not be opened: {e}")),
+                        output,
+                    );
+                }
+            }
+        }
+        None => None,
+    };
+    match crate::email::send(&settings, password.as_deref(), &m).await {
+        Ok(()) => {
+            r.logger.info(
+                r.step_act,
+                &format!(
+                    "Sent the email '{}' to {} through {}:{}",
+                    m.subject,
+                    all.iter()
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    settings.smtp_host,
+                    settings.smtp_port
+                ),
+            );
+            (ActionResult::Ok, output)
+        }
+        Err(e) => (ActionResult::Failed(e), output),
+    }
+}
+
+/// A manual intervention: wait for a person (`crate::manual`).
+async fn run_manual_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, ActionOutput) {
+    let mut output = ActionOutput::default();
+    let props = match render_properties(r.action, dict, &template_options()) {
+        Ok(p) => p,
+        Err(e) => return (ActionResult::Failed(e), output),
+    };
+    let d = &r.ctx.deployment;
+    let mut related = vec![
+        d.id.clone(),
+        d.project_id.clone(),
+        d.environment_id.clone(),
+        d.release_id.clone(),
+    ];
+    related.extend(d.tenant_id.clone());
+    let step_name = if r.action.name.is_empty() {
+        "Manual intervention".to_string()
+    } else {
+        r.action.name.clone()
+    };
+    let m = crate::manual::Manual {
+        ex: r.ex,
+        logger: r.logger,
+        activity: r.step_act,
+        space_id: &r.ctx.release.space_id,
+        task_id: &r.task.id,
+        step_name: &step_name,
+        instructions: props
+            .get("Octopus.Action.Manual.Instructions")
+            .cloned()
+            .unwrap_or_default(),
+        responsible_team_ids: props
+            .get("Octopus.Action.Manual.ResponsibleTeamIds")
+            .map(|t| {
+                t.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        related,
+        cancel: r.cancel,
+    };
+    let to_vars = |vars: Vec<(String, String)>| -> Vec<(String, String, bool)> {
+        vars.into_iter().map(|(n, v)| (n, v, false)).collect()
+    };
+    match crate::manual::run(m).await {
+        Ok(crate::manual::Outcome::Proceeded(vars)) => {
+            output.variables = to_vars(vars);
+            (ActionResult::Ok, output)
+        }
+        Ok(crate::manual::Outcome::Aborted(msg, vars)) => {
+            output.variables = to_vars(vars);
+            (ActionResult::Failed(msg), output)
+        }
+        Ok(crate::manual::Outcome::Withdrawn) => (ActionResult::Canceled, output),
+        Err(e) => (
+            ActionResult::Failed(format!("the manual intervention could not be raised: {e}")),
+            output,
+        ),
+    }
+}
+
 async fn run_package_action(r: ActionRun<'_>, dict: &Dictionary) -> (ActionResult, ActionOutput) {
     let mut output = ActionOutput::default();
     let ActionRun {

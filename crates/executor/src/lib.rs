@@ -2,15 +2,21 @@
 //! heartbeat, runs each task (a deployment walks its release's process through `Target`s), and
 //! records the outcome fenced by the lease's epoch. A reaper ends tasks whose node died.
 
+pub mod artifacts;
 pub mod bootstrap;
 mod deploy;
 pub mod deploy_package;
+pub mod email;
 pub mod health;
+pub mod interruptions;
 pub mod log;
+pub mod manual;
 pub mod package_ops;
 pub mod package_step;
+pub mod script_modules;
 pub mod service_message;
 pub mod target;
+mod templates;
 pub mod variables;
 
 use std::collections::HashMap;

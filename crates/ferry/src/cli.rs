@@ -27,6 +27,9 @@ use serde_json::Value;
 #[path = "cli_mgmt.rs"]
 mod mgmt;
 pub use mgmt::{ChannelCommand, LifecycleCommand, PromoteArgs, TenantCommand};
+#[path = "cli_templates.rs"]
+mod templates;
+pub use templates::{AddTemplateArgs, StepTemplateCommand};
 
 /// Exit codes `ferry` client commands end with.
 pub mod exit {
@@ -137,6 +140,9 @@ pub enum ClientCommand {
     /// Tenants, their tags, project connections and variables
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Import, list and show step templates
+    #[command(subcommand)]
+    StepTemplate(StepTemplateCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -296,6 +302,8 @@ pub enum ProcessCommand {
     AddScript(AddScriptArgs),
     /// Append a "Deploy a package" step (a package from the built-in feed)
     AddPackage(AddPackageArgs),
+    /// Append a step using a step template (its latest version)
+    AddTemplate(AddTemplateArgs),
     /// Show a project's deployment process
     Show {
         /// Project, by name, slug or id
@@ -755,6 +763,10 @@ async fn execute(conn: &ConnArgs, command: ClientCommand) -> Result<(), Failure>
             let session = Session::open(conn).await?;
             mgmt::tenant(&session, command).await
         }
+        ClientCommand::StepTemplate(command) => {
+            let session = Session::open(conn).await?;
+            templates::step_template(&session, command).await
+        }
     }
 }
 
@@ -994,6 +1006,7 @@ async fn deployment_process(session: &Session, command: ProcessCommand) -> Resul
     let client = &session.client;
     let space = &session.space_id;
     match command {
+        ProcessCommand::AddTemplate(args) => templates::add_template(session, args).await,
         ProcessCommand::AddPackage(args) => {
             let step = ferry_client::process::PackageStep {
                 name: args.name.clone(),

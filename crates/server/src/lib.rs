@@ -72,6 +72,7 @@ const SYSTEM_SEGMENTS: &[&str] = &[
     "serverstatus",
     "permissions",
     "configuration",
+    "smtpconfiguration",
 ];
 
 /// Maps default-space routes (`/api/projects/…`) onto space-scoped ones

@@ -14,10 +14,11 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::api::dashboard;
 use crate::api::{
-    accounts, buildinfo, channels, deployments, deploytemplate, environments, events, executions,
-    freezes, libraryvariablesets, lifecycles, machinepolicies, machines, misc, packages, process,
-    projectgroups, projects, release_retention, releasediff, releases, retention, spaces, tagsets,
-    tasks, tenants, variables, workerpools, workers,
+    accounts, actiontemplates, artifacts, buildinfo, channels, deployments, deploytemplate,
+    environments, events, executions, freezes, interruptions, libraryvariablesets, lifecycles,
+    machinepolicies, machines, misc, packages, process, progression, projectgroups, projects,
+    release_retention, releasediff, releases, retention, smtp, spaces, tagsets, tasks, tenants,
+    variables, workerpools, workers,
 };
 
 /// Octopus's permission names, as far as Ferry's endpoints need them. `Anonymous` endpoints
@@ -66,6 +67,12 @@ pub enum Permission {
     LibraryVariableSetCreate,
     LibraryVariableSetEdit,
     LibraryVariableSetDelete,
+    ActionTemplateView,
+    ActionTemplateCreate,
+    ActionTemplateEdit,
+    ActionTemplateDelete,
+    ArtifactView,
+    ArtifactDelete,
     ReleaseView,
     ReleaseCreate,
     ReleaseEdit,
@@ -84,6 +91,8 @@ pub enum Permission {
     TagSetDelete,
     TaskView,
     TaskCancel,
+    InterruptionView,
+    InterruptionSubmit,
     EventView,
     FeedView,
     BuiltInFeedPush,
@@ -301,6 +310,27 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             P::Authenticated,
             "The server certificate agents pin (its SHA-256 thumbprint)",
             misc::certificate_global,
+        )
+        .add(
+            M::GET,
+            "/api/smtpconfiguration",
+            P::AdministerSystem,
+            "The server's SMTP settings (for the email step)",
+            smtp::get,
+        )
+        .add(
+            M::PUT,
+            "/api/smtpconfiguration",
+            P::AdministerSystem,
+            "Change the server's SMTP settings",
+            smtp::put,
+        )
+        .add(
+            M::GET,
+            "/api/smtpconfiguration/isconfigured",
+            P::Authenticated,
+            "Whether SMTP is configured",
+            smtp::is_configured,
         )
         .add(
             M::GET,
@@ -790,6 +820,48 @@ pub fn build() -> (Router<AppState>, RouteTable) {
         )
         .add(
             M::GET,
+            "/api/{space_id}/interruptions",
+            P::InterruptionView,
+            "Interruptions (manual interventions) of the space",
+            interruptions::list,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/interruptions/{id}",
+            P::InterruptionView,
+            "An interruption",
+            interruptions::get,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/interruptions/{id}/responsible",
+            P::InterruptionView,
+            "Who has taken responsibility for an interruption",
+            interruptions::responsible,
+        )
+        .add(
+            M::PUT,
+            "/api/{space_id}/interruptions/{id}/responsible",
+            P::InterruptionSubmit,
+            "Take responsibility for an interruption",
+            interruptions::take_responsibility,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/interruptions/{id}/submit",
+            P::InterruptionSubmit,
+            "Answer an interruption (Proceed or Abort, with notes)",
+            interruptions::submit,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/projects/{id}/progression",
+            P::ReleaseView,
+            "The project overview: its newest releases, their latest deployment per environment and where each can go next",
+            progression::progression,
+        )
+        .add(
+            M::GET,
             "/api/{space_id}/projects/{id}/releases/{version}",
             P::ReleaseView,
             "A project's release by version",
@@ -951,6 +1023,99 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             P::LibraryVariableSetDelete,
             "Delete a library variable set",
             libraryvariablesets::remove,
+        )
+        // Artifacts
+        .add(
+            M::GET,
+            "/api/{space_id}/artifacts",
+            P::ArtifactView,
+            "List artifacts (regarding a task, deployment, release, project or environment)",
+            artifacts::list,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/artifacts/{id}",
+            P::ArtifactView,
+            "Get an artifact",
+            artifacts::get,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/artifacts/{id}/content",
+            P::ArtifactView,
+            "Download an artifact's file",
+            artifacts::content,
+        )
+        .add(
+            M::DELETE,
+            "/api/{space_id}/artifacts/{id}",
+            P::ArtifactDelete,
+            "Delete an artifact",
+            artifacts::remove,
+        )
+        // Step templates (action templates)
+        .add(
+            M::GET,
+            "/api/{space_id}/actiontemplates",
+            P::ActionTemplateView,
+            "List step templates",
+            actiontemplates::list,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/actiontemplates",
+            P::ActionTemplateCreate,
+            "Create or import a step template",
+            actiontemplates::create,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/actiontemplates/all",
+            P::ActionTemplateView,
+            "All step templates",
+            actiontemplates::all,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/actiontemplates/{id}",
+            P::ActionTemplateView,
+            "Get a step template",
+            actiontemplates::get,
+        )
+        .add(
+            M::PUT,
+            "/api/{space_id}/actiontemplates/{id}",
+            P::ActionTemplateEdit,
+            "Update a step template (a new version)",
+            actiontemplates::update,
+        )
+        .add(
+            M::DELETE,
+            "/api/{space_id}/actiontemplates/{id}",
+            P::ActionTemplateDelete,
+            "Delete a step template",
+            actiontemplates::remove,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/actiontemplates/{id}/versions/{version}",
+            P::ActionTemplateView,
+            "Get a version of a step template",
+            actiontemplates::get_version,
+        )
+        .add(
+            M::GET,
+            "/api/{space_id}/actiontemplates/{id}/usage",
+            P::ActionTemplateView,
+            "The process steps using a step template",
+            actiontemplates::usage,
+        )
+        .add(
+            M::POST,
+            "/api/{space_id}/actiontemplates/{id}/actionsUpdate",
+            P::ProcessEdit,
+            "Update steps using a step template to its latest version",
+            actiontemplates::actions_update,
         )
         // Releases
         .add(

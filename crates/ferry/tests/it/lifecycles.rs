@@ -264,6 +264,44 @@ async fn entering_a_phase_deploys_to_its_automatic_environments() {
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(deployments_of(&s, &rid2).await.len(), 1);
+
+    // The project overview: newest release first, each with its latest deployment per
+    // environment and where it can go next.
+    let prog = s.get("/api/Spaces-1/projects/Auto/progression").await;
+    let envs: Vec<&str> = prog["Environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(envs, vec!["Development", "Test", "Production"], "{prog}");
+    let rels = prog["Releases"].as_array().unwrap();
+    assert_eq!(rels[0]["Release"]["Version"], "1.0.1", "{prog}");
+    assert_eq!(rels[0]["Deployments"][&dev][0]["State"], "Failed", "{prog}");
+    assert_eq!(rels[1]["Release"]["Version"], "1.0.0", "{prog}");
+    assert_eq!(
+        rels[1]["Deployments"][&dev][0]["State"], "Success",
+        "{prog}"
+    );
+    assert_eq!(
+        rels[1]["Deployments"][&test][0]["State"], "Success",
+        "{prog}"
+    );
+    assert!(
+        rels[1]["NextDeployments"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(prod)),
+        "{prog}"
+    );
+    let (st, _) = s
+        .request(
+            "GET",
+            "/api/Spaces-1/projects/Auto/progression?releaseHistoryCount=0",
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

@@ -707,8 +707,17 @@ async fn build(st: &AppState, space: &str, raw: Option<&str>, dynamic: bool) -> 
     let cells_done = began.elapsed();
     let mut items = Vec::with_capacity(cells.len());
     let mut previous_items = Vec::new();
+    // Running deployments waiting for a person (one indexed read, only when some are running).
+    let running: Vec<String> = cells
+        .iter()
+        .filter(|c| c.state == "Executing" || c.state == "Cancelling")
+        .map(|c| c.task_id.clone())
+        .collect();
+    let waiting = super::interruptions::pending_tasks(st, &running).await?;
     for c in cells.iter().filter(|c| shown_env(&c.environment_id)) {
-        items.push(current_item(space, c));
+        let mut current = current_item(space, c);
+        current.has_pending_interruptions = waiting.contains(&c.task_id);
+        items.push(current);
         if req.include_previous {
             if let Some(p) = previous_item(space, c) {
                 previous_items.push(p);

@@ -3,6 +3,8 @@
 //! transaction.
 
 pub mod accounts;
+pub mod actiontemplates;
+pub mod artifacts;
 pub mod autodeploy;
 pub mod buildinfo;
 pub mod channels;
@@ -13,6 +15,7 @@ pub mod environments;
 pub mod events;
 pub mod executions;
 pub mod freezes;
+pub mod interruptions;
 pub mod libraryvariablesets;
 pub mod lifecycles;
 pub mod machinepolicies;
@@ -20,12 +23,14 @@ pub mod machines;
 pub mod misc;
 pub mod packages;
 pub mod process;
+pub mod progression;
 pub mod projectgroups;
 pub mod projects;
 pub mod release_retention;
 pub mod releasediff;
 pub mod releases;
 pub mod retention;
+pub mod smtp;
 pub mod spaces;
 pub mod tagsets;
 pub mod tasks;

@@ -104,7 +104,22 @@ async fn list_tasks(st: &AppState, space: Option<&str>, raw: Option<String>) -> 
     let template = format!(
         "{base}{{/id}}{{?skip,active,environment,tenant,runbook,project,name,node,running,states,hasPendingInterruptions,hasWarningsOrErrors,take,ids,partialName,spaces,includeSystem}}"
     );
-    let items = rows.iter().map(render).collect();
+    let active: Vec<String> = rows
+        .iter()
+        .filter(|t| matches!(t.state.as_str(), "Executing" | "Cancelling"))
+        .map(|t| t.id.clone())
+        .collect();
+    let pending = super::interruptions::pending_tasks(st, &active).await?;
+    let items = rows
+        .iter()
+        .map(|t| {
+            let mut v = render(t);
+            if pending.contains(&t.id) {
+                v["HasPendingInterruptions"] = json!(true);
+            }
+            v
+        })
+        .collect();
     let (skip, take) = if with_ids {
         (0, total.max(take))
     } else {
@@ -148,11 +163,26 @@ pub async fn get(
     State(st): State<AppState>,
     Path((space, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(render(&load_task(&st, Some(&space), &id).await?)))
+    let t = load_task(&st, Some(&space), &id).await?;
+    Ok(Json(render_checked(&st, &t).await?))
 }
 
 pub async fn get_any(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(render(&load_task(&st, None, &id).await?)))
+    let t = load_task(&st, None, &id).await?;
+    Ok(Json(render_checked(&st, &t).await?))
+}
+
+/// `render` with `HasPendingInterruptions` looked up (for a running task).
+async fn render_checked(st: &AppState, t: &TaskRow) -> ApiResult<Value> {
+    let mut v = render(t);
+    if matches!(t.state.as_str(), "Executing" | "Cancelling")
+        && !super::interruptions::pending_tasks(st, std::slice::from_ref(&t.id))
+            .await?
+            .is_empty()
+    {
+        v["HasPendingInterruptions"] = json!(true);
+    }
+    Ok(v)
 }
 
 /// The most log lines a details or raw response carries.
@@ -215,7 +245,7 @@ async fn details_of(st: &AppState, t: TaskRow) -> ApiResult<Value> {
         .collect();
     let done = TaskState::parse(&t.state).is_some_and(TaskState::is_completed);
     Ok(json!({
-        "Task": render(&t),
+        "Task": render_checked(st, &t).await?,
         "Progress": {"ProgressPercentage": if done { 100 } else { 0 }, "EstimatedTimeRemaining": ""},
         "PhysicalLogSize": size,
         "ActivityLogs": roots,
