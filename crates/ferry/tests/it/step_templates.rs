@@ -750,3 +750,142 @@ async fn templates_and_modules_run_on_an_ssh_target() {
     );
     assert!(log.contains("ssh module Hello, ssh!"), "{log}");
 }
+
+const WEBHOOK_BODY: &str = r#"url=$(get_octopusvariable "Webhook.Url")
+body=$(get_octopusvariable "Webhook.Body")
+ctype=$(get_octopusvariable "Webhook.ContentType")
+out="$(mktemp)"
+if ! status=$(curl -sS -o "$out" -w '%{http_code}' -X POST -H "Content-Type: $ctype" --data-binary "$body" "$url"); then
+    fail_step "The webhook $url could not be reached"
+fi
+if [ "$status" -ge 400 ]; then
+    fail_step "The webhook $url answered HTTP $status: $(cat "$out")"
+fi
+write_highlight "The webhook answered HTTP $status"
+"#;
+
+/// A webhook notification in the style of the community library's Bash HTTP templates.
+fn webhook_template() -> Value {
+    json!({
+        "Id": "0d6f6d1e-5d0c-4c3e-9a55-3f1b7c2a9e03",
+        "Name": "Ferry - Webhook POST (Bash)",
+        "Description": "POSTs a message to a webhook URL with curl.",
+        "ActionType": "Octopus.Script",
+        "Version": 1,
+        "Packages": [],
+        "Properties": {
+            "Octopus.Action.Script.ScriptSource": "Inline",
+            "Octopus.Action.Script.Syntax": "Bash",
+            "Octopus.Action.Script.ScriptBody": WEBHOOK_BODY
+        },
+        "Parameters": [
+            {"Id": "w1", "Name": "Webhook.Url", "Label": "URL", "HelpText": "Where to POST.",
+             "DefaultValue": "", "DisplaySettings": {"Octopus.ControlType": "SingleLineText"}},
+            {"Id": "w2", "Name": "Webhook.Body", "Label": "Body", "HelpText": "What to send.",
+             "DefaultValue": "{\"text\": \"#{Octopus.Project.Name} #{Octopus.Release.Number} deployed to #{Octopus.Environment.Name}\"}",
+             "DisplaySettings": {"Octopus.ControlType": "MultiLineText"}},
+            {"Id": "w3", "Name": "Webhook.ContentType", "Label": "Content type", "HelpText": "",
+             "DefaultValue": "application/json", "DisplaySettings": {"Octopus.ControlType": "SingleLineText"}}
+        ],
+        "$Meta": {"ExportedAt": "2026-01-01T00:00:00.000Z", "OctopusVersion": "2025.2.0", "Type": "ActionTemplate"},
+        "LastModifiedBy": "ferry-tests",
+        "Category": "other"
+    })
+}
+
+/// A tiny HTTP server on loopback: answers `/fail` with 500 and anything else with 200, and
+/// records each request's path and body.
+async fn webhook_sink() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let store = got.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = l.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    let path = text.split(' ').nth(1).unwrap_or_default().to_string();
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                    store.lock().unwrap().push((path.clone(), body));
+                    let (status, msg) = if path == "/fail" {
+                        ("500 Internal Server Error", "nope")
+                    } else {
+                        ("200 OK", "ok")
+                    };
+                    let _ = sock
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}",
+                                msg.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+#[tokio::test]
+async fn a_webhook_notification_template_runs_unchanged() {
+    let s = Server::start();
+    s.create_environment("Production").await;
+    let (port, got) = webhook_sink().await;
+    let t = import(&s, webhook_template()).await;
+    s.create_project("Notify").await;
+    s.put(
+        "/api/Spaces-1/projects/Notify/deploymentprocesses",
+        json!({"Steps": [
+            template_step("Tell chat", &t, json!({"Webhook.Url": format!("http://127.0.0.1:{port}/hook")}), None),
+            template_step("Tell a broken hook", &t, json!({"Webhook.Url": format!("http://127.0.0.1:{port}/fail"), "Webhook.Body": "plain #{Octopus.Release.Number}", "Webhook.ContentType": "text/plain"}), None)
+        ]}),
+    )
+    .await;
+    s.create_release("Notify", "3.1.4").await;
+    let task = s.deploy("Notify", "3.1.4", "Production").await;
+    let done = s.wait_task(&task, Duration::from_secs(60)).await;
+    let raw = s.raw(&format!("/api/tasks/{task}/raw")).await;
+    assert_eq!(done["State"], "Failed", "{raw}");
+    assert!(raw.contains("The webhook answered HTTP 200"), "{raw}");
+    assert!(raw.contains("answered HTTP 500: nope"), "{raw}");
+    let calls = got.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        vec![
+            (
+                "/hook".to_string(),
+                "{\"text\": \"Notify 3.1.4 deployed to Production\"}".to_string()
+            ),
+            ("/fail".to_string(), "plain 3.1.4".to_string()),
+        ]
+    );
+}
