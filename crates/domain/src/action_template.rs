@@ -200,6 +200,17 @@ pub fn apply(t: &ActionTemplate, action: &DeploymentAction) -> DeploymentAction 
 
 /// Each parameter as a variable: (name, value, sensitive). The value is the action's property
 /// named by the parameter, else the parameter's default, else empty.
+/// How a Sensitive parameter's value is stored in an action's properties: this prefix, then the
+/// value sealed with the master key (`ferry_crypto::seal`) and [`parameter_aad`]. The process
+/// API shows the sealed text, never the value; sending it back keeps the value.
+pub const SEALED_PREFIX: &str = "ferry-sealed:";
+
+/// The associated data a Sensitive parameter's value is sealed with: the template and the
+/// parameter, so a sealed value cannot be moved to another parameter.
+pub fn parameter_aad(template_id: &str, parameter: &str) -> Vec<u8> {
+    format!("ferry:action-template:{template_id}:{parameter}").into_bytes()
+}
+
 pub fn parameter_variables(
     t: &ActionTemplate,
     action: &DeploymentAction,

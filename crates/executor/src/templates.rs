@@ -66,6 +66,17 @@ pub(crate) async fn expand(
     let mut d = dict.clone();
     let opts = crate::deploy::template_options();
     for (name, value, sensitive) in at::parameter_variables(&t, action) {
+        let value = match value.strip_prefix(at::SEALED_PREFIX) {
+            Some(sealed) => ferry_crypto::open(
+                &ex.cfg.master_key,
+                &at::parameter_aad(&t.id, &name),
+                sealed,
+            )
+            .map_err(|e| {
+                format!("the sensitive value of the step template parameter '{name}' could not be opened: {e}")
+            })?,
+            None => value,
+        };
         if sensitive && !value.is_empty() {
             let shown = if value.contains("#{") {
                 ferry_template::render(&value, dict, &opts)

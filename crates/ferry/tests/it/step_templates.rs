@@ -889,3 +889,40 @@ async fn a_webhook_notification_template_runs_unchanged() {
         ]
     );
 }
+
+#[tokio::test]
+async fn sensitive_parameter_values_are_sealed_in_the_process() {
+    let s = Server::start();
+    s.create_environment("Test").await;
+    let bash = import(&s, bash_template()).await;
+    s.create_project("Sealed").await;
+    s.put(
+        "/api/Spaces-1/projects/Sealed/deploymentprocesses",
+        json!({"Steps": [template_step("Greet", &bash,
+            json!({"Greet.Name": "vault", "Greet.Token": "lit-Token-9911"}), None)]}),
+    )
+    .await;
+    // The process never shows the value; sending what was read back keeps it.
+    let process = s
+        .get("/api/Spaces-1/projects/Sealed/deploymentprocesses")
+        .await;
+    let text = process.to_string();
+    assert!(!text.contains("lit-Token-9911"), "{text}");
+    assert!(text.contains("ferry-sealed:"), "{text}");
+    s.put("/api/Spaces-1/projects/Sealed/deploymentprocesses", process)
+        .await;
+    let (task, log) = deploy_task(&s, "Sealed", "1.0.0", "Success").await;
+    assert!(
+        log.contains("token is ********") && !log.contains("lit-Token-9911"),
+        "{task}: {log}"
+    );
+    // Nor does the release's snapshot.
+    let rel = s.get("/api/Spaces-1/projects/Sealed/releases/1.0.0").await;
+    let snap = s
+        .get(&format!(
+            "/api/Spaces-1/deploymentprocesses/{}",
+            rel["ProjectDeploymentProcessSnapshotId"].as_str().unwrap()
+        ))
+        .await;
+    assert!(!snap.to_string().contains("lit-Token-9911"), "{snap}");
+}

@@ -524,6 +524,26 @@ pub async fn check_process(
                     a.name, a.action_type, t.name, t.action_type
                 )));
             }
+            // Sensitive parameter values are sealed in the action (never stored in clear).
+            let pinned = if version == t.version {
+                t.clone()
+            } else {
+                load_version(st, space, &t.id, version)
+                    .await?
+                    .unwrap_or_else(|| t.clone())
+            };
+            for p in pinned.parameters.iter().filter(|p| p.is_sensitive()) {
+                if let Some(v) = a.properties.get_mut(&p.name) {
+                    if !v.is_empty() && !v.starts_with(at::SEALED_PREFIX) {
+                        let sealed = ferry_crypto::seal(
+                            &st.master_key,
+                            &at::parameter_aad(&t.id, &p.name),
+                            v,
+                        );
+                        *v = format!("{}{sealed}", at::SEALED_PREFIX);
+                    }
+                }
+            }
             a.properties.insert(TEMPLATE_ID.to_string(), t.id.clone());
             a.properties
                 .insert(TEMPLATE_VERSION.to_string(), version.to_string());
