@@ -191,6 +191,46 @@ fn items(v: &Value) -> Vec<Value> {
     }
 }
 
+/// The elements of an array field (none when absent).
+fn arr<'v>(v: &'v Value, key: &str) -> &'v [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// The strings of an array field.
+fn strings(v: &Value, key: &str) -> Vec<String> {
+    arr(v, key)
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A list answer: as it came with `--output json`, else a table with a row per item.
+fn print_list(
+    session: &Session,
+    answer: &Value,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> Result<(), Failure> {
+    if session.json() {
+        return print_json(answer);
+    }
+    print_table(headers, items(answer).iter().map(row).collect())
+}
+
+/// A project's channels (the API's page).
+async fn project_channels(session: &Session, project_id: &str) -> Result<Value, Failure> {
+    Ok(session
+        .client
+        .get_json(&api(
+            &session.space_id,
+            &format!("projects/{}/channels?take=1000", segment(project_id)),
+        ))
+        .await?)
+}
+
 fn api(space: &str, rest: &str) -> String {
     format!("/api/{}/{rest}", segment(space))
 }
@@ -290,29 +330,18 @@ pub(super) async fn lifecycle(session: &Session, command: LifecycleCommand) -> R
     match command {
         LifecycleCommand::List => {
             let all = client.get_json(&api(space, "lifecycles/all")).await?;
-            if session.json() {
-                return print_json(&all);
-            }
-            let rows = items(&all)
-                .iter()
-                .map(|l| {
-                    let phases: Vec<String> = l
-                        .get("Phases")
-                        .and_then(Value::as_array)
-                        .map(|p| p.iter().map(|p| s(p, "Name")).collect())
-                        .unwrap_or_default();
-                    vec![
-                        s(l, "Id"),
-                        s(l, "Name"),
-                        if phases.is_empty() {
-                            "(environment order)".to_owned()
-                        } else {
-                            phases.join(" → ")
-                        },
-                    ]
-                })
-                .collect();
-            print_table(&["ID", "NAME", "PHASES"], rows)
+            print_list(session, &all, &["ID", "NAME", "PHASES"], |l| {
+                let phases: Vec<String> = arr(l, "Phases").iter().map(|p| s(p, "Name")).collect();
+                vec![
+                    s(l, "Id"),
+                    s(l, "Name"),
+                    if phases.is_empty() {
+                        "(environment order)".to_owned()
+                    } else {
+                        phases.join(" → ")
+                    },
+                ]
+            })
         }
         LifecycleCommand::Show { name } => {
             let l = by_name(session, "lifecycles", &name).await?;
@@ -329,23 +358,14 @@ pub(super) async fn lifecycle(session: &Session, command: LifecycleCommand) -> R
                 "Releases: {}",
                 retention_text(&l["ReleaseRetentionPolicy"])
             ))?;
-            let phases = l
-                .get("Phases")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let phases = arr(&l, "Phases");
             if phases.is_empty() {
                 return print_line("No phases: one phase per environment, in environment order");
             }
             let rows = phases
                 .iter()
                 .map(|p| {
-                    let list = |k: &str| -> Vec<String> {
-                        p.get(k)
-                            .and_then(Value::as_array)
-                            .map(|a| a.iter().map(name_of).collect())
-                            .unwrap_or_default()
-                    };
+                    let list = |k: &str| -> Vec<String> { arr(p, k).iter().map(name_of).collect() };
                     let auto = list("AutomaticDeploymentTargets");
                     let manual = list("OptionalDeploymentTargets");
                     let min = p
@@ -442,60 +462,38 @@ pub(super) async fn channel(session: &Session, command: ChannelCommand) -> Resul
     match command {
         ChannelCommand::List { project } => {
             let p = client.project(space, &project).await?;
-            let list = client
-                .get_json(&api(
-                    space,
-                    &format!("projects/{}/channels?take=1000", segment(&p.id)),
-                ))
-                .await?;
-            if session.json() {
-                return print_json(&list);
-            }
-            let rows = items(&list)
-                .iter()
-                .map(|c| {
-                    let rules: Vec<String> = c
-                        .get("Rules")
-                        .and_then(Value::as_array)
-                        .map(|r| {
-                            r.iter()
-                                .map(|r| {
-                                    let steps: Vec<String> = r
-                                        .get("ActionPackages")
-                                        .and_then(Value::as_array)
-                                        .map(|a| {
-                                            a.iter().map(|a| s(a, "DeploymentAction")).collect()
-                                        })
-                                        .unwrap_or_default();
-                                    format!(
-                                        "{}: {} {}",
-                                        steps.join("+"),
-                                        s(r, "VersionRange"),
-                                        s(r, "Tag")
-                                    )
-                                    .trim()
-                                    .to_owned()
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    vec![
-                        s(c, "Id"),
-                        s(c, "Name"),
-                        if c.get("IsDefault").and_then(Value::as_bool) == Some(true) {
-                            "yes".to_owned()
-                        } else {
-                            String::new()
-                        },
-                        c.get("LifecycleId")
-                            .and_then(Value::as_str)
-                            .unwrap_or("(project's)")
-                            .to_owned(),
-                        rules.join("; "),
-                    ]
-                })
-                .collect();
-            print_table(&["ID", "NAME", "DEFAULT", "LIFECYCLE", "RULES"], rows)
+            let list = project_channels(session, &p.id).await?;
+            let headers = ["ID", "NAME", "DEFAULT", "LIFECYCLE", "RULES"];
+            print_list(session, &list, &headers, |c| {
+                let rules: Vec<String> = arr(c, "Rules")
+                    .iter()
+                    .map(|r| {
+                        let steps: Vec<String> = arr(r, "ActionPackages")
+                            .iter()
+                            .map(|a| s(a, "DeploymentAction"))
+                            .collect();
+                        format!(
+                            "{}: {} {}",
+                            steps.join("+"),
+                            s(r, "VersionRange"),
+                            s(r, "Tag")
+                        )
+                        .trim()
+                        .to_owned()
+                    })
+                    .collect();
+                let default = c.get("IsDefault").and_then(Value::as_bool) == Some(true);
+                vec![
+                    s(c, "Id"),
+                    s(c, "Name"),
+                    if default { "yes" } else { "" }.to_owned(),
+                    c.get("LifecycleId")
+                        .and_then(Value::as_str)
+                        .unwrap_or("(project's)")
+                        .to_owned(),
+                    rules.join("; "),
+                ]
+            })
         }
         ChannelCommand::Create {
             project,
@@ -553,12 +551,7 @@ pub(super) async fn channel(session: &Session, command: ChannelCommand) -> Resul
         }
         ChannelCommand::Delete { project, name } => {
             let p = client.project(space, &project).await?;
-            let list = client
-                .get_json(&api(
-                    space,
-                    &format!("projects/{}/channels?take=1000", segment(&p.id)),
-                ))
-                .await?;
+            let list = project_channels(session, &p.id).await?;
             let Some(c) = items(&list).into_iter().find(|c| {
                 s(c, "Id").eq_ignore_ascii_case(name.trim())
                     || s(c, "Name").eq_ignore_ascii_case(name.trim())
@@ -598,35 +591,18 @@ pub(super) async fn tenant(session: &Session, command: TenantCommand) -> Result<
             let list = client
                 .get_json(&api(space, &format!("tenants?{}", query.join("&"))))
                 .await?;
-            if session.json() {
-                return print_json(&list);
-            }
-            let rows = items(&list)
-                .iter()
-                .map(|t| {
-                    let tags: Vec<String> = t
-                        .get("TenantTags")
-                        .and_then(Value::as_array)
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(Value::as_str)
-                                .map(str::to_owned)
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let projects = t
-                        .get("ProjectEnvironments")
-                        .and_then(Value::as_object)
-                        .map_or(0, |m| m.len());
-                    vec![
-                        s(t, "Id"),
-                        s(t, "Name"),
-                        tags.join(", "),
-                        projects.to_string(),
-                    ]
-                })
-                .collect();
-            print_table(&["ID", "NAME", "TAGS", "PROJECTS"], rows)
+            print_list(session, &list, &["ID", "NAME", "TAGS", "PROJECTS"], |t| {
+                let projects = t
+                    .get("ProjectEnvironments")
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len());
+                vec![
+                    s(t, "Id"),
+                    s(t, "Name"),
+                    strings(t, "TenantTags").join(", "),
+                    projects.to_string(),
+                ]
+            })
         }
         TenantCommand::Show { name } => {
             let t = by_name(session, "tenants", &name).await?;
@@ -635,17 +611,7 @@ pub(super) async fn tenant(session: &Session, command: TenantCommand) -> Result<
             }
             let envs = environment_names(session).await?;
             print_line(format!("{} ({})", s(&t, "Name"), s(&t, "Id")))?;
-            let tags: Vec<String> = t
-                .get("TenantTags")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
-            print_line(format!("Tags: {}", tags.join(", ")))?;
+            print_line(format!("Tags: {}", strings(&t, "TenantTags").join(", ")))?;
             let mut rows = Vec::new();
             for (pid, list) in t
                 .get("ProjectEnvironments")
@@ -850,21 +816,13 @@ pub(super) async fn tenant(session: &Session, command: TenantCommand) -> Result<
         }
         TenantCommand::TagSets => {
             let all = client.get_json(&api(space, "tagsets/all")).await?;
-            if session.json() {
-                return print_json(&all);
-            }
-            let rows = items(&all)
-                .iter()
-                .map(|t| {
-                    let tags: Vec<String> = t
-                        .get("Tags")
-                        .and_then(Value::as_array)
-                        .map(|a| a.iter().map(|x| s(x, "CanonicalTagName")).collect())
-                        .unwrap_or_default();
-                    vec![s(t, "Id"), s(t, "Name"), tags.join(", ")]
-                })
-                .collect();
-            print_table(&["ID", "NAME", "TAGS"], rows)
+            print_list(session, &all, &["ID", "NAME", "TAGS"], |t| {
+                let tags: Vec<String> = arr(t, "Tags")
+                    .iter()
+                    .map(|x| s(x, "CanonicalTagName"))
+                    .collect();
+                vec![s(t, "Id"), s(t, "Name"), tags.join(", ")]
+            })
         }
     }
 }

@@ -165,6 +165,15 @@ pub async fn promote(
     if project.is_disabled {
         return out;
     }
+    // One read of the release's history serves every tenant: deployments queued below for one
+    // tenant (or untenanted) never change another tenant's progression.
+    let history = match super::releases::history(st, space, release, project).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(release = %release.id, error = %e.message, "could not read the release's lifecycle progression");
+            return out;
+        }
+    };
     let mode = project.tenanted_deployment_mode.as_str();
     let tenants: Vec<Tenant> = if tenant.is_some() || (created && mode != "Untenanted") {
         match super::tenants::all_tenants(st, space).await {
@@ -182,7 +191,7 @@ pub async fn promote(
         Vec::new()
     };
     if tenant.is_none() && mode != "Tenanted" {
-        out.extend(deploy_automatic(st, space, release, project, None).await);
+        out.extend(deploy_automatic(st, space, release, project, &history, None).await);
     }
     if tenant.is_some() || created {
         let channel_tags: Vec<String> = match st.db.get_doc(&release.channel_id).await {
@@ -197,7 +206,7 @@ pub async fn promote(
             {
                 continue;
             }
-            out.extend(deploy_automatic(st, space, release, project, Some(t)).await);
+            out.extend(deploy_automatic(st, space, release, project, &history, Some(t)).await);
         }
     }
     out
@@ -209,16 +218,11 @@ async fn deploy_automatic(
     space: &str,
     release: &Release,
     project: &Project,
+    history: &super::releases::History,
     tenant: Option<&Tenant>,
 ) -> Vec<Deployment> {
     let mut out = Vec::new();
-    let envs = match automatic_environments(st, space, release, project, tenant).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(release = %release.id, error = %e.message, "could not work out the lifecycle's automatic environments");
-            return out;
-        }
-    };
+    let envs = automatic_environments(history, tenant);
     let ctx = system_ctx();
     for env in envs {
         if let Some(t) = tenant {
@@ -253,16 +257,11 @@ async fn deploy_automatic(
 
 /// The automatic environments of every phase the release has entered (for the tenant, by its
 /// own progression) that it has not been deployed to yet, in phase order.
-async fn automatic_environments(
-    st: &AppState,
-    space: &str,
-    release: &Release,
-    project: &Project,
+fn automatic_environments(
+    history: &super::releases::History,
     tenant: Option<&Tenant>,
-) -> ApiResult<Vec<Environment>> {
-    let pr =
-        super::releases::progress_for(st, space, release, project, tenant.map(|t| t.id.as_str()))
-            .await?;
+) -> Vec<Environment> {
+    let pr = history.progress(tenant.map(|t| t.id.as_str()));
     let mut out: Vec<Environment> = Vec::new();
     for phase in &pr.phases {
         if !phase.optional {
@@ -279,7 +278,7 @@ async fn automatic_environments(
             break;
         }
     }
-    Ok(out)
+    out
 }
 
 async fn refused(

@@ -25,25 +25,22 @@ fn env_entry(e: &Environment) -> Value {
 
 /// Environments the release may be deployed to now (for a tenant, by its own progression and
 /// only where it is connected), honouring prevented progression.
-async fn promote_to(
-    st: &AppState,
-    space: &str,
+fn promote_to(
+    history: &super::releases::History,
     release: &Release,
     project: &Project,
     tenant: Option<&ferry_domain::Tenant>,
-) -> ApiResult<Vec<Value>> {
-    let pr =
-        super::releases::progress_for(st, space, release, project, tenant.map(|t| t.id.as_str()))
-            .await?;
+) -> Vec<Value> {
+    let pr = history.progress(tenant.map(|t| t.id.as_str()));
     let allowed = allowed_environments(&pr.phases, &pr.succeeded, &pr.deployed);
     let prevented = super::releases::unresolved_defect(release).is_some();
-    Ok(allowed
+    allowed
         .iter()
         .filter(|id| !prevented || pr.deployed.contains(*id))
         .filter(|id| tenant.is_none_or(|t| t.is_connected(&project.id, id)))
         .filter_map(|id| pr.environments.iter().find(|e| &e.id == id))
         .map(env_entry)
-        .collect())
+        .collect()
 }
 
 fn steps_json(p: &DeploymentProcess) -> Value {
@@ -77,11 +74,13 @@ pub async fn template(
     let (_, release): (_, Release) = load(&st, "Releases", &space, &id, "Release").await?;
     let (_, project): (_, Project) =
         load(&st, "Projects", &space, &release.project_id, "Project").await?;
+    // Read once; each tenant's progression is derived from it.
+    let history = super::releases::history(&st, &space, &release, &project).await?;
 
     let untenanted = if project.tenanted_deployment_mode == "Tenanted" {
         Vec::new()
     } else {
-        promote_to(&st, &space, &release, &project, None).await?
+        promote_to(&history, &release, &project, None)
     };
     let mut tenant_promotions = Vec::new();
     if project.tenanted_deployment_mode != "Untenanted" {
@@ -98,7 +97,7 @@ pub async fn template(
             {
                 continue;
             }
-            let envs = promote_to(&st, &space, &release, &project, Some(&t)).await?;
+            let envs = promote_to(&history, &release, &project, Some(&t));
             tenant_promotions.push(json!({"Id": t.id, "Name": t.name, "PromoteTo": envs}));
         }
     }

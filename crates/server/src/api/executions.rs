@@ -88,12 +88,10 @@ pub async fn create_release(
     Ok(Json(create_release_v1(&st, &space, &ctx, b).await?))
 }
 
+/// What both deploy commands take besides the release and where (or to whom) it goes.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct DeployUntenantedV1 {
-    pub project_name: String,
-    pub release_version: String,
-    pub environment_names: Vec<String>,
+pub struct DeployOptionsV1 {
     pub use_guided_failure: bool,
     pub variables: BTreeMap<String, Value>,
     pub run_at: Option<String>,
@@ -106,6 +104,53 @@ pub struct DeployUntenantedV1 {
     pub skip_step_names: Vec<String>,
     pub deployment_freeze_names: Vec<String>,
     pub deployment_freeze_override_reason: Option<String>,
+}
+
+impl DeployOptionsV1 {
+    /// Resolves the options (step names to actions, machine names to ids, times) into the
+    /// deployment every target of the command starts from, and the variable values given.
+    async fn resolve(
+        self,
+        st: &AppState,
+        space: &str,
+        release: &Release,
+    ) -> ApiResult<(NewDeployment, BTreeMap<String, String>)> {
+        let nd = NewDeployment {
+            skip_actions: skip_actions(st, space, release, &self.skip_step_names).await?,
+            specific_machine_ids: machine_ids(
+                st,
+                space,
+                &self.specific_machine_names,
+                "SpecificMachineNames",
+            )
+            .await?,
+            excluded_machine_ids: machine_ids(
+                st,
+                space,
+                &self.excluded_machine_names,
+                "ExcludedMachineNames",
+            )
+            .await?,
+            queue_time: parse_time("RunAt", self.run_at.as_deref())?,
+            queue_time_expiry: parse_time("NoRunAfter", self.no_run_after.as_deref())?,
+            use_guided_failure: self.use_guided_failure,
+            force_package_download: self.force_package_download,
+            force_package_redeployment: self.force_package_redeployment,
+            freeze_override_reason: self.deployment_freeze_override_reason,
+            ..NewDeployment::default()
+        };
+        Ok((nd, form_values(self.variables)))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DeployUntenantedV1 {
+    pub project_name: String,
+    pub release_version: String,
+    pub environment_names: Vec<String>,
+    #[serde(flatten)]
+    pub options: DeployOptionsV1,
 }
 
 /// The project and release a deploy command names.
@@ -264,24 +309,8 @@ pub async fn deploy_untenanted(
             envs.push(e);
         }
     }
-    let skip_actions = skip_actions(&st, &space, &release, &b.skip_step_names).await?;
-    let specific = machine_ids(
-        &st,
-        &space,
-        &b.specific_machine_names,
-        "SpecificMachineNames",
-    )
-    .await?;
-    let excluded = machine_ids(
-        &st,
-        &space,
-        &b.excluded_machine_names,
-        "ExcludedMachineNames",
-    )
-    .await?;
-    let form_values = form_values(b.variables);
-    let queue_time = parse_time("RunAt", b.run_at.as_deref())?;
-    let queue_time_expiry = parse_time("NoRunAfter", b.no_run_after.as_deref())?;
+    let update_variables = b.options.update_variable_snapshot;
+    let (template, form_values) = b.options.resolve(&st, &space, &release).await?;
     // Check every environment before queueing any, so a refusal queues nothing.
     for e in &envs {
         super::tenants::check_deployment(&st, &space, &project, e, None).await?;
@@ -292,12 +321,12 @@ pub async fn deploy_untenanted(
             &ctx,
             &project,
             e,
-            queue_time,
-            b.deployment_freeze_override_reason.as_deref(),
+            template.queue_time,
+            template.freeze_override_reason.as_deref(),
         )
         .await?;
     }
-    if b.update_variable_snapshot {
+    if update_variables {
         release = super::releases::update_variables(&st, &space, &ctx, &release.id).await?;
     }
     // Prompted values are checked against the (possibly updated) snapshots, still before
@@ -306,19 +335,9 @@ pub async fn deploy_untenanted(
     let mut out = Vec::new();
     for e in &envs {
         let nd = NewDeployment {
-            comments: String::new(),
             form_values: prompted.clear.clone(),
             sensitive_form_values: prompted.sensitive.clone(),
-            skip_actions: skip_actions.clone(),
-            specific_machine_ids: specific.clone(),
-            excluded_machine_ids: excluded.clone(),
-            queue_time,
-            queue_time_expiry,
-            use_guided_failure: b.use_guided_failure,
-            force_package_download: b.force_package_download,
-            force_package_redeployment: b.force_package_redeployment,
-            freeze_override_reason: b.deployment_freeze_override_reason.clone(),
-            ..NewDeployment::default()
+            ..template.clone()
         };
         let d = create_deployment(&st, &space, &ctx, &release, &project, e, nd).await?;
         out.push(json!({"DeploymentId": d.id, "ServerTaskId": d.task_id}));
@@ -334,18 +353,8 @@ pub struct DeployTenantedV1 {
     pub environment_name: String,
     pub tenants: Vec<String>,
     pub tenant_tags: Vec<String>,
-    pub use_guided_failure: bool,
-    pub variables: BTreeMap<String, Value>,
-    pub run_at: Option<String>,
-    pub no_run_after: Option<String>,
-    pub force_package_download: bool,
-    pub force_package_redeployment: bool,
-    pub update_variable_snapshot: bool,
-    pub specific_machine_names: Vec<String>,
-    pub excluded_machine_names: Vec<String>,
-    pub skip_step_names: Vec<String>,
-    pub deployment_freeze_names: Vec<String>,
-    pub deployment_freeze_override_reason: Option<String>,
+    #[serde(flatten)]
+    pub options: DeployOptionsV1,
 }
 
 /// `deployments/create/tenanted/v1`: one deployment (and task) per tenant that matches
@@ -435,24 +444,8 @@ pub async fn deploy_tenanted(
             env.name
         )));
     }
-    let skip_actions = skip_actions(&st, &space, &release, &b.skip_step_names).await?;
-    let specific = machine_ids(
-        &st,
-        &space,
-        &b.specific_machine_names,
-        "SpecificMachineNames",
-    )
-    .await?;
-    let excluded = machine_ids(
-        &st,
-        &space,
-        &b.excluded_machine_names,
-        "ExcludedMachineNames",
-    )
-    .await?;
-    let form_values = form_values(b.variables);
-    let queue_time = parse_time("RunAt", b.run_at.as_deref())?;
-    let queue_time_expiry = parse_time("NoRunAfter", b.no_run_after.as_deref())?;
+    let update_variables = b.options.update_variable_snapshot;
+    let (template, form_values) = b.options.resolve(&st, &space, &release).await?;
     // Every tenant is checked before anything is queued; all refusals are reported together.
     let mut refusals = Vec::new();
     for t in &tenants {
@@ -479,33 +472,21 @@ pub async fn deploy_tenanted(
         &ctx,
         &project,
         &env,
-        queue_time,
-        b.deployment_freeze_override_reason.as_deref(),
+        template.queue_time,
+        template.freeze_override_reason.as_deref(),
     )
     .await?;
-    if b.update_variable_snapshot {
+    if update_variables {
         release = super::releases::update_variables(&st, &space, &ctx, &release.id).await?;
     }
     let prompted = super::deployments::prompted_values(&st, &space, &release, &form_values).await?;
     let mut out = Vec::new();
     for t in tenants {
-        #[allow(clippy::needless_update)]
         let nd = NewDeployment {
-            comments: String::new(),
             form_values: prompted.clear.clone(),
             sensitive_form_values: prompted.sensitive.clone(),
-            skip_actions: skip_actions.clone(),
-            specific_machine_ids: specific.clone(),
-            excluded_machine_ids: excluded.clone(),
-            queue_time,
-            queue_time_expiry,
-            use_guided_failure: b.use_guided_failure,
-            force_package_download: b.force_package_download,
-            force_package_redeployment: b.force_package_redeployment,
-            freeze_override_reason: b.deployment_freeze_override_reason.clone(),
             tenant: Some(t),
-            // Fields added later keep their defaults.
-            ..NewDeployment::default()
+            ..template.clone()
         };
         let d = create_deployment(&st, &space, &ctx, &release, &project, &env, nd).await?;
         out.push(json!({"DeploymentId": d.id, "ServerTaskId": d.task_id}));

@@ -127,6 +127,12 @@ pub async fn list(
             } else {
                 Vec::new()
             },
+            // A task's interruptions are found by index; other documents by their relations.
+            ref1_in: regarding
+                .iter()
+                .filter(|r| r.starts_with("ServerTasks-"))
+                .cloned()
+                .collect(),
             ..DocQuery::new(COLLECTION)
         })
         .await?;

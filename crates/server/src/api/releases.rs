@@ -1180,6 +1180,49 @@ pub async fn progress_for(
     project: &Project,
     tenant: Option<&str>,
 ) -> ApiResult<Progress> {
+    Ok(history(st, space, release, project).await?.progress(tenant))
+}
+
+/// A release's lifecycle phases and every deployment of it (environment, tenant, state), read
+/// once; [`History::progress`] then gives the progression of any tenant without more reads.
+pub struct History {
+    phases: Vec<ferry_domain::lifecycle::EffectivePhase>,
+    environments: Vec<Environment>,
+    /// (environment, tenant, task state) of each deployment of the release.
+    deployments: Vec<(String, Option<String>, String)>,
+}
+
+impl History {
+    /// The progression counting only `tenant`'s deployments (`None`: every deployment).
+    pub fn progress(&self, tenant: Option<&str>) -> Progress {
+        let mut succeeded = HashSet::new();
+        let mut deployed = HashSet::new();
+        for (env, t, state) in &self.deployments {
+            if tenant.is_some_and(|x| t.as_deref() != Some(x)) {
+                continue;
+            }
+            if state == "Success" {
+                succeeded.insert(env.clone());
+            }
+            deployed.insert(env.clone());
+        }
+        Progress {
+            phases: self.phases.clone(),
+            succeeded,
+            deployed,
+            environments: self.environments.clone(),
+        }
+    }
+}
+
+/// Reads a release's [`History`]: its lifecycle (the channel's, else the project's), the
+/// space's environments and the release's deployments.
+pub async fn history(
+    st: &AppState,
+    space: &str,
+    release: &Release,
+    project: &Project,
+) -> ApiResult<History> {
     let channel: Option<Channel> = match st.db.get_doc(&release.channel_id).await? {
         Some(d) => Some(parse_body(&d)?),
         None => None,
@@ -1213,24 +1256,14 @@ pub async fn progress_for(
             ..TaskQuery::default()
         })
         .await?;
-    let mut succeeded = HashSet::new();
-    let mut deployed = HashSet::new();
-    for t in tasks {
-        if tenant.is_some_and(|x| t.tenant_id.as_deref() != Some(x)) {
-            continue;
-        }
-        if let Some(e) = t.environment_id {
-            if t.state == "Success" {
-                succeeded.insert(e.clone());
-            }
-            deployed.insert(e);
-        }
-    }
-    Ok(Progress {
+    let deployments = tasks
+        .into_iter()
+        .filter_map(|t| t.environment_id.map(|e| (e, t.tenant_id, t.state)))
+        .collect();
+    Ok(History {
         phases,
-        succeeded,
-        deployed,
         environments,
+        deployments,
     })
 }
 
