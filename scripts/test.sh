@@ -10,4 +10,8 @@ if command -v npm >/dev/null 2>&1; then
     npm ci --prefix tests/ts-client --no-audit --no-fund --loglevel=error
   fi
 fi
+rm -f target/tmp/rbac-matrix.txt
 cargo test --locked --workspace "$@"
+# The RBAC matrices' cell counts (the in-process one over every route, the HTTP one over GET routes).
+cargo test --locked -q -p ferry-server --lib rbac_matrix -- --nocapture 2>/dev/null | grep "RBAC matrix" || true
+cat target/tmp/rbac-matrix.txt 2>/dev/null || true

@@ -45,6 +45,16 @@ impl Server {
         data_dir: &Path,
         log_path: &Path,
     ) -> anyhow::Result<(Server, StartTiming)> {
+        Self::start_with_env(ferry, data_dir, log_path, &[]).await
+    }
+
+    /// `start`, with extra environment variables for the server.
+    pub async fn start_with_env(
+        ferry: &Path,
+        data_dir: &Path,
+        log_path: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<(Server, StartTiming)> {
         let log = std::fs::File::create(log_path)
             .with_context(|| format!("cannot create the server log {}", log_path.display()))?;
         let mut command = Command::new(ferry);
@@ -67,6 +77,9 @@ impl Server {
             }
         }
         command.env("FERRY_ADMIN_API_KEY", API_KEY);
+        for (k, v) in env {
+            command.env(k, v);
+        }
 
         let spawned = Instant::now();
         let mut child = command

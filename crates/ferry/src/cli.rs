@@ -30,6 +30,9 @@ pub use mgmt::{ChannelCommand, LifecycleCommand, PromoteArgs, TenantCommand};
 #[path = "cli_templates.rs"]
 mod templates;
 pub use templates::{AddTemplateArgs, StepTemplateCommand};
+#[path = "cli_users.rs"]
+mod users;
+pub use users::{ApiKeyCommand, LoginArgs, TeamCommand, UserCommand};
 
 /// Exit codes `ferry` client commands end with.
 pub mod exit {
@@ -143,6 +146,19 @@ pub enum ClientCommand {
     /// Import, list and show step templates
     #[command(subcommand)]
     StepTemplate(StepTemplateCommand),
+    /// Users and service accounts
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Create, list and revoke API keys
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+    /// Teams, their members and role grants
+    #[command(subcommand)]
+    Team(TeamCommand),
+    /// Sign in with a password and save an API key for later commands
+    Login(LoginArgs),
+    /// Revoke the saved API key and forget it
+    Logout,
 }
 
 #[derive(Subcommand, Debug)]
@@ -652,6 +668,7 @@ impl Failure {
 
 /// Runs one client command and returns the process exit code (see [`exit`]).
 pub async fn run(conn: ConnArgs, command: ClientCommand) -> i32 {
+    let conn = users::with_saved_login(conn);
     let has_api_key = conn
         .api_key
         .as_deref()
@@ -767,6 +784,11 @@ async fn execute(conn: &ConnArgs, command: ClientCommand) -> Result<(), Failure>
             let session = Session::open(conn).await?;
             templates::step_template(&session, command).await
         }
+        ClientCommand::User(c) => users::user(&Session::without_space(conn)?, c).await,
+        ClientCommand::ApiKey(c) => users::api_key(&Session::without_space(conn)?, c).await,
+        ClientCommand::Team(c) => users::team(&Session::open(conn).await?, c).await,
+        ClientCommand::Login(args) => users::login(conn, args).await,
+        ClientCommand::Logout => users::logout(conn).await,
     }
 }
 

@@ -70,6 +70,63 @@ pub struct ServerArgs {
     /// a package goes only when both rules select it.
     #[arg(long, env = "FERRY_PACKAGE_RETENTION_VERSIONS", value_name = "N")]
     package_retention_versions: Option<u32>,
+    /// The longest an API key may live, in days (a key asking for more is refused).
+    #[arg(long, env = "FERRY_API_KEY_MAX_DAYS", value_name = "DAYS", default_value_t = 366,
+          value_parser = clap::value_parser!(u32).range(1..=36500))]
+    api_key_max_days: u32,
+    /// Webhooks may reach this range although the built-in deny-list (loopback, link-local,
+    /// private, CGNAT, multicast…) refuses it. Repeatable; comma-separated in the variable.
+    #[arg(
+        long,
+        env = "FERRY_WEBHOOK_ALLOW",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    webhook_allow: Vec<String>,
+    /// Webhooks may never reach this range (wins over --webhook-allow). Repeatable.
+    #[arg(
+        long,
+        env = "FERRY_WEBHOOK_DENY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    webhook_deny: Vec<String>,
+    /// Attempts per event and webhook before giving up on that event.
+    #[arg(long, env = "FERRY_WEBHOOK_ATTEMPTS", default_value_t = 4)]
+    webhook_attempts: u32,
+    /// Delay before the first webhook retry, in milliseconds (doubled after each failure).
+    #[arg(long, env = "FERRY_WEBHOOK_RETRY_MS", default_value_t = 1000)]
+    webhook_retry_ms: u64,
+    /// A reverse proxy whose X-Forwarded-For header is believed (the audit log's client
+    /// address is then the right-most address not in these ranges). Repeatable.
+    #[arg(
+        long,
+        env = "FERRY_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    trusted_proxy: Vec<String>,
+}
+
+/// The webhook delivery settings from the `--webhook-*` flags.
+fn webhook_settings(args: &ServerArgs) -> anyhow::Result<ferry_server::outbound::WebhookSettings> {
+    let parse = |list: &[String], flag: &str| {
+        list.iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                s.parse::<ferry_server::outbound::Cidr>()
+                    .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    Ok(ferry_server::outbound::WebhookSettings {
+        policy: ferry_server::outbound::Policy {
+            allow: parse(&args.webhook_allow, "--webhook-allow")?,
+            deny: parse(&args.webhook_deny, "--webhook-deny")?,
+        },
+        attempts: args.webhook_attempts.clamp(1, 20),
+        retry_base: Duration::from_millis(args.webhook_retry_ms.min(600_000)),
+    })
 }
 
 /// How often the built-in feed's retention policy is applied.
@@ -334,6 +391,17 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
             max_body_bytes: 20 * 1024 * 1024,
             server_thumbprint: server_thumbprint.clone(),
             polling_port: polling_addr.map(|a| a.port()),
+            webhooks: webhook_settings(&args)?,
+            api_key_max_days: args.api_key_max_days,
+            trusted_proxies: args
+                .trusted_proxy
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| {
+                    s.parse::<ferry_server::outbound::Cidr>()
+                        .map_err(|e| anyhow::anyhow!("--trusted-proxy: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
         }),
         installation_id: Arc::from(boot.installation_id.as_str()),
         master_key: Arc::new(key.clone()),
@@ -342,12 +410,17 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         packages: Arc::new(ferry_server::api::packages::PackageStorage::new(
             blobs, retention,
         )),
+        dashboard_catalogs: Arc::default(),
+        authz: Arc::default(),
     };
     // Follow finished tasks (lifecycle automatic deployment) before the worker can finish any.
     let auto_deploy = ferry_server::api::autodeploy::spawn(state.clone());
     let release_retention = tokio::spawn(ferry_server::api::release_retention::periodic(
         state.clone(),
         ferry_server::api::release_retention::INTERVAL,
+    ));
+    let webhooks = tokio::spawn(ferry_server::api::subscriptions::deliver_forever(
+        state.clone(),
     ));
     let worker = tokio::spawn(executor.clone().run());
     let retention_job = retention.is_active().then(|| {
@@ -402,6 +475,7 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
     worker.abort();
     auto_deploy.abort();
     release_retention.abort();
+    webhooks.abort();
     if let Some(job) = retention_job {
         job.abort();
     }

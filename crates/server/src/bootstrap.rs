@@ -62,6 +62,7 @@ pub async fn create_space(
         .map_err(store_err)?,
     )
     .await?;
+    crate::api::teams::create_space_team(&mut tx, &space.id).await?;
     let lseq = tx.next_seq("Lifecycles").await?;
     let lifecycle = Lifecycle {
         id: format!("Lifecycles-{lseq}"),
@@ -338,6 +339,9 @@ pub async fn run(db: &Db, admin_api_key: Option<&Secret>) -> Result<Bootstrap, S
             }
         }
     }
+    let (space_rows, _) = db.list_docs(&DocQuery::new("Spaces")).await?;
+    let space_ids: Vec<String> = space_rows.into_iter().map(|s| s.id).collect();
+    crate::api::teams::ensure_built_in(db, &admin_id, &space_ids).await?;
     Ok(out)
 }
 

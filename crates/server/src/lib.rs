@@ -7,13 +7,22 @@
 //! layer are generated from that one table.
 
 pub mod api;
+pub mod audit_diff;
 pub mod auth;
+pub mod authn;
+pub mod authz;
 pub mod bootstrap;
 pub mod error;
 pub mod input;
 pub mod metrics;
+pub mod outbound;
+pub mod permissions;
 pub mod query;
+pub mod roles;
 pub mod routes;
+pub mod scope;
+pub mod throttle;
+pub mod visibility;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +49,12 @@ pub struct ServerConfig {
     pub server_thumbprint: String,
     /// The polling endpoint's port, when it is served.
     pub polling_port: Option<u16>,
+    /// Webhook delivery: the outbound address policy, attempts and retry delay.
+    pub webhooks: outbound::WebhookSettings,
+    /// The longest an API key may live, in days (`--api-key-max-days`).
+    pub api_key_max_days: u32,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`--trusted-proxy`).
+    pub trusted_proxies: Vec<outbound::Cidr>,
 }
 
 /// Shared state of every handler.
@@ -55,6 +70,10 @@ pub struct AppState {
     pub routes: Arc<routes::RouteTable>,
     /// The built-in feed's file storage.
     pub packages: Arc<api::packages::PackageStorage>,
+    /// What the dashboard shows of each space's documents (`api::dashboard_catalog`).
+    pub dashboard_catalogs: Arc<api::dashboard_catalog::DashboardCatalogs>,
+    /// The security model (teams, grants, roles) as last read (`authz`).
+    pub authz: Arc<authz::AuthzCache>,
 }
 
 /// The version string reported in the root document. It must be valid semver of at least
@@ -73,6 +92,9 @@ const SYSTEM_SEGMENTS: &[&str] = &[
     "permissions",
     "configuration",
     "smtpconfiguration",
+    "teams",
+    "userroles",
+    "scopeduserroles",
 ];
 
 /// Maps default-space routes (`/api/projects/…`) onto space-scoped ones

@@ -17,8 +17,8 @@ use crate::api::{
     accounts, actiontemplates, artifacts, buildinfo, channels, deployments, deploytemplate,
     environments, events, executions, freezes, interruptions, libraryvariablesets, lifecycles,
     machinepolicies, machines, misc, packages, process, progression, projectgroups, projects,
-    release_retention, releasediff, releases, retention, smtp, spaces, tagsets, tasks, tenants,
-    variables, workerpools, workers,
+    release_retention, releasediff, releases, retention, smtp, spaces, subscriptions, tagsets,
+    tasks, teams, tenants, users, variables, workerpools, workers,
 };
 
 /// Octopus's permission names, as far as Ferry's endpoints need them. `Anonymous` endpoints
@@ -101,6 +101,34 @@ pub enum Permission {
     BuildInformationPush,
     BuildInformationAdminister,
     UserView,
+    UserEdit,
+    UserRoleView,
+    UserRoleEdit,
+    TeamView,
+    TeamCreate,
+    TeamEdit,
+    TeamDelete,
+    ConfigureServer,
+    SpaceDelete,
+    SubscriptionView,
+    SubscriptionCreate,
+    SubscriptionEdit,
+    SubscriptionDelete,
+    EventRetentionView,
+    EventRetentionDelete,
+    ArtifactCreate,
+    DeploymentDelete,
+    TaskCreate,
+    FeedEdit,
+    TriggerView,
+    TriggerCreate,
+    TriggerEdit,
+    TriggerDelete,
+    CertificateView,
+    CertificateCreate,
+    CertificateEdit,
+    CertificateDelete,
+    CertificateExportPrivateKey,
 }
 
 impl Permission {
@@ -204,6 +232,11 @@ impl Routes {
         }
     }
 
+    /// Adds the routes a module declares (`pub fn routes(r: Routes) -> Routes`).
+    pub fn with(self, module: fn(Routes) -> Routes) -> Self {
+        module(self)
+    }
+
     /// Registers a handler. The permission is required: there is no other way to add a route.
     pub fn add<H, T>(
         self,
@@ -251,6 +284,12 @@ impl Routes {
         H: Handler<T, AppState>,
         T: 'static,
     {
+        // Every route with an id must have a scope rule (or be declared unscoped): the
+        // server does not start otherwise.
+        assert!(
+            crate::scope::is_declared(path),
+            "route {path} names an object whose scope the auth layer cannot resolve; add its collection to crate::scope"
+        );
         let mut mr = match method.as_str() {
             "GET" => get(handler),
             "POST" => post(handler),
@@ -338,27 +377,6 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             P::Authenticated,
             "Server capabilities",
             misc::capabilities,
-        )
-        .add(
-            M::GET,
-            "/api/users/me",
-            P::Authenticated,
-            "The current user",
-            misc::me,
-        )
-        .add(
-            M::GET,
-            "/api/users",
-            P::UserView,
-            "List users",
-            misc::list_users,
-        )
-        .add(
-            M::GET,
-            "/api/users/{id}",
-            P::UserView,
-            "Get a user",
-            misc::get_user,
         )
         // Spaces
         .add(
@@ -1645,7 +1663,10 @@ pub fn build() -> (Router<AppState>, RouteTable) {
             P::BuildInformationAdminister,
             "Delete build information",
             buildinfo::remove,
-        );
+        )
+        .with(users::routes)
+        .with(teams::routes)
+        .with(subscriptions::routes);
     (r.router, r.table)
 }
 

@@ -263,6 +263,7 @@ impl Tx {
     /// it is still running, `finish_task` moves it there should it succeed. A deployment older
     /// than the cell's current one changes nothing.
     pub async fn dashboard_deployment_queued(&mut self, d: &DashboardQueued) -> Result<()> {
+        self.note_changed(crate::CELLS_GENERATION);
         tx_run!(self, c => {
             // Lock the cell's row first (a no-op update; PostgreSQL holds the row lock to the end
             // of the transaction). A deployment queued and a task finished on two nodes at once
@@ -315,6 +316,7 @@ impl Tx {
         tenant_id: &str,
         release_id: &str,
     ) -> Result<()> {
+        self.note_changed(crate::CELLS_GENERATION);
         tx_run!(self, c => {
             // Lock the row first, as `dashboard_deployment_queued` does.
             sqlx::query(
@@ -344,6 +346,7 @@ impl Tx {
     /// newest deployment is current and the newest other successful one is previous. Returns
     /// the number of cells written.
     pub async fn rebuild_dashboard_project(&mut self, project_id: &str) -> Result<u64> {
+        self.note_changed(crate::CELLS_GENERATION);
         let rows: Vec<RebuildRow> = tx_run!(self, c => {
             sqlx::query_as(
                 "SELECT t.id AS task_id, t.seq AS task_seq, t.state, t.space_id, t.deployment_id,

@@ -12,9 +12,13 @@ pub mod dashboard;
 pub mod packages;
 pub mod purge;
 mod rows;
+mod subscriptions;
+mod users;
 pub use dashboard::{DashboardCell, DashboardQuery, DashboardQueued};
 pub use packages::*;
+pub use users::SessionRow;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -74,10 +78,44 @@ pub enum Db {
     Postgres(PgPool),
 }
 
-/// A write transaction on either backend.
-pub enum Tx {
+/// A write transaction on either backend. It notes which document collections it changed;
+/// their generations (`doc_generation`) move on when it commits.
+pub struct Tx {
+    inner: TxInner,
+    changed: Vec<String>,
+}
+
+pub(crate) enum TxInner {
     Sqlite(sqlx::Transaction<'static, Sqlite>),
     Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+/// Per collection, how many committed transactions of this process changed its documents.
+static GENERATIONS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, u64>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The generation key that moves when a task row's state or times change (with
+/// `doc_generation`).
+pub const TASKS_GENERATION: &str = "@tasks";
+/// The generation key that moves when a dashboard cell changes.
+pub const CELLS_GENERATION: &str = "@dashboard_cells";
+
+/// Moves a generation at once (after an autocommitted statement).
+pub(crate) fn bump_generation(key: &str) {
+    let mut g = GENERATIONS.lock().unwrap_or_else(|e| e.into_inner());
+    *g.entry(key.to_string()).or_default() += 1;
+}
+
+/// A token that changes whenever a transaction of this process that changed documents of one of
+/// `collections` has committed (the sum of their generations, which only grow). Caches of
+/// documents compare it before use. Other server nodes' writes do not move it: a cache on
+/// PostgreSQL also needs an age limit.
+pub fn doc_generation(collections: &[&str]) -> u64 {
+    let g = GENERATIONS.lock().unwrap_or_else(|e| e.into_inner());
+    collections
+        .iter()
+        .map(|c| g.get(*c).copied().unwrap_or(0))
+        .sum()
 }
 
 /// Runs `$body` with `$conn` bound to the backend's read executor.
@@ -115,12 +153,12 @@ macro_rules! db_write {
 /// Runs `$body` with `$conn` bound to the transaction's connection.
 macro_rules! tx_run {
     ($tx:expr, $conn:ident => $body:expr) => {
-        match $tx {
-            $crate::Tx::Sqlite(t) => {
+        match &mut $tx.inner {
+            $crate::TxInner::Sqlite(t) => {
                 let $conn = &mut **t;
                 $body
             }
-            $crate::Tx::Postgres(t) => {
+            $crate::TxInner::Postgres(t) => {
                 let $conn = &mut **t;
                 $body
             }
@@ -215,9 +253,13 @@ impl Db {
 
     /// Begins a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(match self {
-            Db::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
-            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        let inner = match self {
+            Db::Sqlite { write, .. } => TxInner::Sqlite(write.begin().await?),
+            Db::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
+        };
+        Ok(Tx {
+            inner,
+            changed: Vec::new(),
         })
     }
 
@@ -248,19 +290,32 @@ impl Db {
 
 impl Tx {
     pub async fn commit(self) -> Result<()> {
-        match self {
-            Tx::Sqlite(t) => t.commit().await?,
-            Tx::Postgres(t) => t.commit().await?,
+        match self.inner {
+            TxInner::Sqlite(t) => t.commit().await?,
+            TxInner::Postgres(t) => t.commit().await?,
+        }
+        if !self.changed.is_empty() {
+            let mut g = GENERATIONS.lock().unwrap_or_else(|e| e.into_inner());
+            for c in self.changed {
+                *g.entry(c).or_default() += 1;
+            }
         }
         Ok(())
     }
 
     pub async fn rollback(self) -> Result<()> {
-        match self {
-            Tx::Sqlite(t) => t.rollback().await?,
-            Tx::Postgres(t) => t.rollback().await?,
+        match self.inner {
+            TxInner::Sqlite(t) => t.rollback().await?,
+            TxInner::Postgres(t) => t.rollback().await?,
         }
         Ok(())
+    }
+
+    /// Notes that documents of `collection` were changed (see `doc_generation`).
+    pub(crate) fn note_changed(&mut self, collection: &str) {
+        if !self.changed.iter().any(|c| c == collection) {
+            self.changed.push(collection.to_string());
+        }
     }
 }
 

@@ -24,6 +24,12 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0003_dashboard.sql"),
         include_str!("../migrations/postgres/0003_dashboard.sql"),
     ),
+    (
+        4,
+        "sessions",
+        include_str!("../migrations/sqlite/0004_sessions.sql"),
+        include_str!("../migrations/postgres/0004_sessions.sql"),
+    ),
 ];
 
 /// The migration versions compiled into this binary (for the tidy test).

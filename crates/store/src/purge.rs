@@ -10,9 +10,10 @@ impl Tx {
         let n = tx_run!(self, c => {
             sqlx::query("DELETE FROM task_log WHERE task_id = $1").bind(id).execute(&mut *c).await?;
             sqlx::query("DELETE FROM task_activities WHERE task_id = $1").bind(id).execute(&mut *c).await?;
-            sqlx::query("DELETE FROM documents WHERE owner_id = $1").bind(id).execute(&mut *c).await?;
             sqlx::query("DELETE FROM tasks WHERE id = $1").bind(id).execute(&mut *c).await?.rows_affected()
         });
+        self.delete_docs_owned_by(id).await?;
+        self.note_changed(crate::TASKS_GENERATION);
         Ok(n == 1)
     }
 }

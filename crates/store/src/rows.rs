@@ -248,6 +248,7 @@ impl Tx {
             .bind(d.created_at).bind(d.updated_at)
             .execute(&mut *c).await?;
         });
+        self.note_changed(&d.collection);
         Ok(())
     }
 
@@ -263,21 +264,31 @@ impl Tx {
             .bind(&d.body).bind(d.updated_at).bind(&d.ref1).bind(&d.ref2)
             .execute(&mut *c).await?.rows_affected()
         });
+        if r == 1 {
+            self.note_changed(&d.collection);
+        }
         Ok(r == 1)
     }
 
     pub async fn delete_doc(&mut self, id: &str) -> Result<bool> {
-        let r = tx_run!(self, c => {
-            sqlx::query("DELETE FROM documents WHERE id = $1").bind(id).execute(&mut *c).await?.rows_affected()
+        let gone: Option<(String,)> = tx_run!(self, c => {
+            sqlx::query_as("DELETE FROM documents WHERE id = $1 RETURNING collection").bind(id).fetch_optional(&mut *c).await?
         });
-        Ok(r == 1)
+        if let Some((collection,)) = &gone {
+            self.note_changed(collection);
+        }
+        Ok(gone.is_some())
     }
 
     /// Deletes every document owned by `owner_id` (e.g. a project's channels).
     pub async fn delete_docs_owned_by(&mut self, owner_id: &str) -> Result<u64> {
-        Ok(tx_run!(self, c => {
-            sqlx::query("DELETE FROM documents WHERE owner_id = $1").bind(owner_id).execute(&mut *c).await?.rows_affected()
-        }))
+        let gone: Vec<(String,)> = tx_run!(self, c => {
+            sqlx::query_as("DELETE FROM documents WHERE owner_id = $1 RETURNING collection").bind(owner_id).fetch_all(&mut *c).await?
+        });
+        for (collection,) in &gone {
+            self.note_changed(collection);
+        }
+        Ok(gone.len() as u64)
     }
 }
 
@@ -354,6 +365,7 @@ impl Tx {
             .bind(t.attempts).bind(t.queue_after).bind(t.cancel_requested).bind(&t.created_by)
             .execute(&mut *c).await?;
         });
+        self.note_changed(crate::TASKS_GENERATION);
         Ok(())
     }
 
@@ -376,6 +388,7 @@ impl Tx {
                  WHERE id = $1 AND state = 'Executing'",
             ).bind(id).bind(now).execute(&mut *c).await?;
         });
+        self.note_changed(crate::TASKS_GENERATION);
         self.get_task(id).await
     }
 }
@@ -479,6 +492,9 @@ impl Db {
                     .await?
             }
         };
+        if row.is_some() {
+            crate::bump_generation(crate::TASKS_GENERATION);
+        }
         Ok(row.map(|t| Claim {
             node: node.to_string(),
             epoch: t.epoch,
@@ -561,6 +577,7 @@ impl Db {
                 .await?;
             }
         }
+        tx.note_changed(crate::TASKS_GENERATION);
         tx.commit().await?;
         Ok(true)
     }
@@ -586,6 +603,9 @@ impl Db {
             .bind(node.unwrap_or("")).bind(now).bind(reason)
             .fetch_all(c).await?
         });
+        if !rows.is_empty() {
+            crate::bump_generation(crate::TASKS_GENERATION);
+        }
         Ok(rows)
     }
 }

@@ -82,6 +82,30 @@ async fn dashboard_follows_deployments() {
     assert_eq!(ids(&d, "Environments"), vec![dev.clone(), prod.clone()]);
     assert_eq!(d["IsFiltered"], false);
 
+    // The documents a page shows are kept between requests, and a change shows at once:
+    // a renamed project, a new environment.
+    let mut body = s.get(&format!("/api/Spaces-1/projects/{app}")).await;
+    body["Name"] = json!("App Renamed");
+    s.put(&format!("/api/Spaces-1/projects/{app}"), body.clone())
+        .await;
+    let d = s.get("/api/Spaces-1/dashboard").await;
+    assert!(d["Projects"].to_string().contains("App Renamed"), "{d}");
+    body["Name"] = json!("App");
+    s.put(&format!("/api/Spaces-1/projects/{app}"), body).await;
+    let qa = s.create_environment("QA").await["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let d = s.get("/api/Spaces-1/dashboard").await;
+    assert_eq!(
+        ids(&d, "Environments"),
+        vec![dev.clone(), prod.clone(), qa.clone()]
+    );
+    s.request("DELETE", &format!("/api/Spaces-1/environments/{qa}"), None)
+        .await;
+    let d = s.get("/api/Spaces-1/dashboard").await;
+    assert_eq!(ids(&d, "Environments"), vec![dev.clone(), prod.clone()]);
+
     // Queued: the cell appears at once, with the release and the task.
     let t1 = s.deploy("App", "1.0.0", "Dev").await;
     let d = s.get("/api/Spaces-1/dashboard").await;

@@ -33,12 +33,7 @@ static PROMOTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// The identity automatic deployments are queued as.
 pub fn system_ctx() -> Ctx {
     Ctx {
-        principal: Principal {
-            user_id: "system".to_string(),
-            username: "system".to_string(),
-            display_name: "Ferry (automatic deployment)".to_string(),
-            is_service: true,
-        },
+        principal: Principal::system("system", "Ferry (automatic deployment)"),
         ip: String::new(),
     }
 }

@@ -14,14 +14,14 @@ use std::collections::{HashMap, HashSet};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use ferry_domain::lifecycle::{EnvRef, effective_phases};
 use ferry_domain::task::TaskState;
 use ferry_domain::time::{format_ms, human_duration, now_ms, parse_ms};
-use ferry_domain::{Deployment, Lifecycle, Release};
-use ferry_store::{DashboardCell, DashboardQuery, DashboardQueued, DocQuery, DocRow, Tx};
-use serde::{Deserialize, Serialize};
+use ferry_domain::{Deployment, Release};
+use ferry_store::{DashboardCell, DashboardQuery, DashboardQueued, Tx};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::dashboard_catalog::{GroupEntry, TenantEntry};
 use super::*;
 use crate::query::MAX_TAKE;
 
@@ -57,38 +57,6 @@ pub async fn queued(
 // ---- what is read from the documents -------------------------------------------------------
 
 /// The few fields of a project the dashboard shows (the body has many more; serde skips them).
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct ProjectLite {
-    name: String,
-    slug: String,
-    tenanted_deployment_mode: String,
-    is_disabled: bool,
-}
-
-impl Default for ProjectLite {
-    fn default() -> Self {
-        ProjectLite {
-            name: String::new(),
-            slug: String::new(),
-            tenanted_deployment_mode: "Untenanted".to_string(),
-            is_disabled: false,
-        }
-    }
-}
-
-#[derive(Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct ChannelLite {
-    lifecycle_id: Option<String>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct GroupLite {
-    description: Option<String>,
-}
-
 // ---- the response ---------------------------------------------------------------------------
 
 #[derive(Serialize)]
@@ -461,229 +429,171 @@ impl Request {
     }
 }
 
-/// The environments of each lifecycle (resolved once per lifecycle per request).
-fn lifecycle_envs(
-    lifecycles: &[DocRow],
-    envs: &[EnvRef],
-) -> ApiResult<HashMap<String, Vec<String>>> {
-    let mut out = HashMap::new();
-    for row in lifecycles {
-        let l: Lifecycle = parse_body(row)?;
-        let mut ids: Vec<String> = Vec::new();
-        for phase in effective_phases(&l.phases, envs) {
-            for e in phase.environments {
-                if !ids.contains(&e) {
-                    ids.push(e);
-                }
-            }
-        }
-        out.insert(row.id.clone(), ids);
-    }
-    Ok(out)
-}
-
 /// Builds the dashboard and serialises it (the items borrow from the cells read here).
-async fn build(st: &AppState, space: &str, raw: Option<&str>, dynamic: bool) -> ApiResult<Vec<u8>> {
+async fn build(
+    st: &AppState,
+    ctx: &Ctx,
+    space: &str,
+    raw: Option<&str>,
+    dynamic: bool,
+) -> ApiResult<Vec<u8>> {
     require_space(st, space).await?;
+    // What the caller may not see is left out (projects, then cells by deployment scope).
+    let see_projects = crate::visibility::Visibility::of(
+        st,
+        ctx,
+        Some(space),
+        crate::routes::Permission::ProjectView,
+    )
+    .await?;
+    let see_deployments = crate::visibility::Visibility::of(
+        st,
+        ctx,
+        Some(space),
+        crate::routes::Permission::DeploymentView,
+    )
+    .await?;
     let began = std::time::Instant::now();
     let params = Params::parse(raw);
     let req = Request::parse(&params, dynamic)?;
-    let in_space = |collection: &str| DocQuery {
-        space_id: Some(space.to_string()),
-        ..DocQuery::new(collection)
-    };
-
-    // Environments, in their order; filtered when asked.
-    let (env_rows, _) = st.db.list_docs(&in_space("Environments")).await?;
-    let env_refs: Vec<EnvRef> = env_rows
-        .iter()
-        .map(|e| EnvRef {
-            id: e.id.clone(),
-            name: e.name.clone(),
-        })
-        .collect();
-    let env_order: HashMap<&str, usize> = env_refs
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.id.as_str(), i))
-        .collect();
+    let catalog = super::dashboard_catalog::get(st, space).await?;
+    let env_order = &catalog.env_order;
     let shown_env = |id: &str| {
         env_order.contains_key(id)
             && (req.environment_ids.is_empty() || req.environment_ids.iter().any(|e| e == id))
     };
 
     // Project groups: those asked for, or of the projects asked for, or all; then one page.
-    let (group_rows, _) = st.db.list_docs(&in_space("ProjectGroups")).await?;
-    let mut wanted_groups: Option<HashSet<String>> =
-        (!req.group_ids.is_empty()).then(|| req.group_ids.iter().cloned().collect());
-    let mut project_filter: Vec<DocRow> = Vec::new();
+    let mut wanted_groups: Option<HashSet<&str>> =
+        (!req.group_ids.is_empty()).then(|| req.group_ids.iter().map(String::as_str).collect());
+    let asked_project =
+        |id: &str| req.project_ids.is_empty() || req.project_ids.iter().any(|p| p == id);
     if !req.project_ids.is_empty() {
-        let (rows, _) = st
-            .db
-            .list_docs(&DocQuery {
-                ids: req.project_ids.clone(),
-                ..in_space("Projects")
-            })
-            .await?;
-        let of_projects: HashSet<String> = rows.iter().map(|r| r.ref1.clone()).collect();
+        let of_projects: HashSet<&str> = catalog
+            .projects
+            .iter()
+            .filter(|p| asked_project(&p.id))
+            .map(|p| p.group_id.as_str())
+            .collect();
         wanted_groups = Some(match wanted_groups {
-            Some(g) => g.intersection(&of_projects).cloned().collect(),
+            Some(g) => g.intersection(&of_projects).copied().collect(),
             None => of_projects,
         });
-        project_filter = rows;
     }
-    let groups: Vec<&DocRow> = group_rows
+    let groups: Vec<&GroupEntry> = catalog
+        .groups
         .iter()
-        .filter(|g| wanted_groups.as_ref().is_none_or(|w| w.contains(&g.id)))
+        .filter(|g| {
+            wanted_groups
+                .as_ref()
+                .is_none_or(|w| w.contains(g.id.as_str()))
+        })
         .collect();
     let total_groups = i64::try_from(groups.len()).unwrap_or(i64::MAX);
-    let page: Vec<&DocRow> = groups
+    let page: Vec<&GroupEntry> = groups
         .into_iter()
         .skip(usize::try_from(req.skip).unwrap_or(usize::MAX))
         .take(usize::try_from(req.take).unwrap_or(usize::MAX))
         .collect();
-    let page_ids: Vec<String> = page.iter().map(|g| g.id.clone()).collect();
+    let page_ids: HashSet<&str> = page.iter().map(|g| g.id.as_str()).collect();
 
-    // The projects of those groups (the ones asked for, when asked).
-    let project_rows: Vec<DocRow> = if page_ids.is_empty() {
-        Vec::new()
-    } else if req.project_ids.is_empty() {
-        st.db
-            .list_docs(&DocQuery {
-                ref1_in: page_ids.clone(),
-                ..in_space("Projects")
-            })
-            .await?
-            .0
-    } else {
-        project_filter
-            .into_iter()
-            .filter(|p| page_ids.contains(&p.ref1))
-            .collect()
-    };
-    let project_ids: Vec<String> = project_rows.iter().map(|p| p.id.clone()).collect();
-
-    // Each project's environments: its lifecycle's and its channels' lifecycles'.
-    let (lifecycle_rows, _) = st.db.list_docs(&in_space("Lifecycles")).await?;
-    let by_lifecycle = lifecycle_envs(&lifecycle_rows, &env_refs)?;
-    let mut channel_lifecycles: HashMap<String, Vec<String>> = HashMap::new();
-    if !project_ids.is_empty() {
-        let (channels, _) = st
-            .db
-            .list_docs(&DocQuery {
-                owner_in: project_ids.clone(),
-                ..in_space("Channels")
-            })
-            .await?;
-        for c in &channels {
-            let lite: ChannelLite = parse_body(c)?;
-            if let Some(l) = lite.lifecycle_id.filter(|l| !l.is_empty()) {
-                channel_lifecycles
-                    .entry(c.owner_id.clone())
-                    .or_default()
-                    .push(l);
-            }
-        }
-    }
-    let mut projects = Vec::with_capacity(project_rows.len());
-    let mut group_envs: HashMap<String, HashSet<String>> = HashMap::new();
+    // The projects of those groups (the ones asked for, when asked), with their environments.
+    let mut projects = Vec::new();
+    let mut project_ids: Vec<String> = Vec::new();
+    let mut group_envs: HashMap<&str, HashSet<&str>> = HashMap::new();
     let mut tenanted_any = false;
-    for row in &project_rows {
-        let lite: ProjectLite = parse_body(row)?;
-        let mut envs: HashSet<&str> = HashSet::new();
-        for l in
-            std::iter::once(&row.ref2).chain(channel_lifecycles.get(&row.id).into_iter().flatten())
-        {
-            if let Some(ids) = by_lifecycle.get(l) {
-                envs.extend(ids.iter().map(String::as_str));
-            }
-        }
-        let mut environment_ids: Vec<String> = envs
-            .into_iter()
+    for p in catalog
+        .projects
+        .iter()
+        .filter(|p| page_ids.contains(p.group_id.as_str()) && asked_project(&p.id))
+        .filter(|p| {
+            see_projects
+                .as_ref()
+                .is_none_or(|v| v.concerning(space, Some(&p.id), None, None))
+        })
+    {
+        let environment_ids: Vec<String> = p
+            .environment_ids
+            .iter()
             .filter(|e| shown_env(e))
-            .map(str::to_string)
+            .cloned()
             .collect();
-        environment_ids.sort_by_key(|e| env_order.get(e.as_str()).copied().unwrap_or(usize::MAX));
-        group_envs
-            .entry(row.ref1.clone())
-            .or_default()
-            .extend(environment_ids.iter().cloned());
-        tenanted_any |= lite.tenanted_deployment_mode != "Untenanted";
+        group_envs.entry(p.group_id.as_str()).or_default().extend(
+            p.environment_ids
+                .iter()
+                .map(String::as_str)
+                .filter(|e| shown_env(e)),
+        );
+        tenanted_any |= p.tenanted_deployment_mode != "Untenanted";
+        project_ids.push(p.id.clone());
         projects.push(ProjectOut {
-            id: row.id.clone(),
-            name: lite.name,
-            slug: lite.slug,
-            project_group_id: row.ref1.clone(),
+            id: p.id.clone(),
+            name: p.name.clone(),
+            slug: p.slug.clone(),
+            project_group_id: p.group_id.clone(),
             environment_ids,
-            can_perform_untenanted_deployment: lite.tenanted_deployment_mode != "Tenanted",
-            tenanted_deployment_mode: lite.tenanted_deployment_mode,
-            is_disabled: lite.is_disabled,
-            links: links(format!("/api/{space}/projects/{}", row.id), &[]),
+            can_perform_untenanted_deployment: p.tenanted_deployment_mode != "Tenanted",
+            tenanted_deployment_mode: p.tenanted_deployment_mode.clone(),
+            is_disabled: p.is_disabled,
+            links: links(format!("/api/{space}/projects/{}", p.id), &[]),
         });
     }
 
     let project_groups = page
         .iter()
         .map(|g| {
-            let lite: GroupLite = parse_body(g)?;
             let mut environment_ids: Vec<String> = group_envs
-                .get(&g.id)
-                .map(|s| s.iter().cloned().collect())
+                .get(g.id.as_str())
+                .map(|s| s.iter().map(|e| e.to_string()).collect())
                 .unwrap_or_default();
             environment_ids
                 .sort_by_key(|e| env_order.get(e.as_str()).copied().unwrap_or(usize::MAX));
-            Ok(GroupOut {
+            GroupOut {
                 id: g.id.clone(),
                 name: g.name.clone(),
                 slug: g.slug.clone(),
-                description: lite.description,
+                description: g.description.clone(),
                 environment_ids,
                 links: links(format!("/api/{space}/projectgroups/{}", g.id), &[]),
-            })
+            }
         })
-        .collect::<ApiResult<Vec<_>>>()?;
+        .collect::<Vec<_>>();
 
     // One page of tenants (those asked for, when asked).
-    let (tenant_rows, total_tenants) = st
-        .db
-        .list_docs(&DocQuery {
-            ids: req.tenant_ids.clone(),
-            skip: req.tenant_skip,
-            take: Some(req.tenant_take),
-            ..in_space("Tenants")
-        })
-        .await?;
+    let asked_tenants: Vec<&TenantEntry> = catalog
+        .tenants
+        .iter()
+        .filter(|t| req.tenant_ids.is_empty() || req.tenant_ids.contains(&t.id))
+        .collect();
+    let total_tenants = i64::try_from(asked_tenants.len()).unwrap_or(i64::MAX);
+    let tenant_rows: Vec<&TenantEntry> = asked_tenants
+        .into_iter()
+        .skip(usize::try_from(req.tenant_skip).unwrap_or(usize::MAX))
+        .take(usize::try_from(req.tenant_take).unwrap_or(usize::MAX))
+        .collect();
     let page_projects: HashSet<&str> = project_ids.iter().map(String::as_str).collect();
     let tenants = tenant_rows
         .iter()
         .map(|t| {
-            let body: Value = parse_body(t)?;
             // Only the page's projects: a tenant may be connected to thousands.
-            let mut pe = Map::new();
-            if let Some(m) = body.get("ProjectEnvironments").and_then(Value::as_object) {
-                for (p, envs) in m {
-                    if page_projects.contains(p.as_str()) {
-                        pe.insert(p.clone(), envs.clone());
-                    }
-                }
-            }
+            let pe: Map<String, Value> = t
+                .project_environments
+                .iter()
+                .filter(|(p, _)| page_projects.contains(p.as_str()))
+                .map(|(p, envs)| (p.clone(), envs.clone()))
+                .collect();
             let mut out = Map::new();
             out.insert("Id".into(), Value::String(t.id.clone()));
             out.insert("Name".into(), Value::String(t.name.clone()));
             out.insert("ProjectEnvironments".into(), Value::Object(pe));
-            out.insert(
-                "TenantTags".into(),
-                body.get("TenantTags")
-                    .cloned()
-                    .unwrap_or(Value::Array(Vec::new())),
-            );
+            out.insert("TenantTags".into(), t.tenant_tags.clone());
             out.insert(
                 "Links".into(),
                 links(format!("/api/{space}/tenants/{}", t.id), &[]),
             );
-            Ok(Value::Object(out))
+            Value::Object(out)
         })
-        .collect::<ApiResult<Vec<_>>>()?;
+        .collect::<Vec<_>>();
     let tenant_ids: Vec<String> = if tenanted_any {
         tenant_rows.iter().map(|t| t.id.clone()).collect()
     } else {
@@ -693,16 +603,18 @@ async fn build(st: &AppState, space: &str, raw: Option<&str>, dynamic: bool) -> 
     // The cells: one indexed read joined with their tasks by primary key.
     let docs_done = began.elapsed();
     let cells = if project_ids.is_empty() {
-        Vec::new()
+        std::sync::Arc::new(Vec::new())
     } else {
-        st.db
-            .dashboard_cells(&DashboardQuery {
+        super::dashboard_catalog::cells(
+            st,
+            &DashboardQuery {
                 space_id: space.to_string(),
                 project_ids: project_ids.clone(),
                 environment_ids: req.environment_ids.clone(),
                 tenant_ids: Some(tenant_ids),
-            })
-            .await?
+            },
+        )
+        .await?
     };
     let cells_done = began.elapsed();
     let mut items = Vec::with_capacity(cells.len());
@@ -714,7 +626,20 @@ async fn build(st: &AppState, space: &str, raw: Option<&str>, dynamic: bool) -> 
         .map(|c| c.task_id.clone())
         .collect();
     let waiting = super::interruptions::pending_tasks(st, &running).await?;
-    for c in cells.iter().filter(|c| shown_env(&c.environment_id)) {
+    let visible_cell = |c: &DashboardCell| {
+        see_deployments.as_ref().is_none_or(|v| {
+            v.concerning(
+                space,
+                Some(&c.project_id),
+                Some(&c.environment_id),
+                Some(&c.tenant_id),
+            )
+        })
+    };
+    for c in cells
+        .iter()
+        .filter(|c| shown_env(&c.environment_id) && visible_cell(c))
+    {
         let mut current = current_item(space, c);
         current.has_pending_interruptions = waiting.contains(&c.task_id);
         items.push(current);
@@ -725,7 +650,8 @@ async fn build(st: &AppState, space: &str, raw: Option<&str>, dynamic: bool) -> 
         }
     }
 
-    let environments = env_refs
+    let environments = catalog
+        .envs
         .iter()
         .filter(|e| shown_env(&e.id))
         .map(|e| EnvOut {
@@ -809,10 +735,11 @@ fn json_response(body: Vec<u8>) -> Response {
 pub async fn get(
     State(st): State<AppState>,
     Path(space): Path<String>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     Ok(json_response(
-        build(&st, &space, raw.as_deref(), false).await?,
+        build(&st, &ctx, &space, raw.as_deref(), false).await?,
     ))
 }
 
@@ -820,10 +747,11 @@ pub async fn get(
 pub async fn dynamic(
     State(st): State<AppState>,
     Path(space): Path<String>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     Ok(json_response(
-        build(&st, &space, raw.as_deref(), true).await?,
+        build(&st, &ctx, &space, raw.as_deref(), true).await?,
     ))
 }
 

@@ -265,6 +265,34 @@ pub async fn check_lifecycle_for(
     Ok(())
 }
 
+/// Refuses (403) unless the caller may deploy `project` to `env` for `tenant` (`None`:
+/// untenanted).
+pub async fn require_deploy(
+    st: &AppState,
+    ctx: &Ctx,
+    space: &str,
+    project: &Project,
+    env: &Environment,
+    tenant: Option<&str>,
+) -> ApiResult<()> {
+    let target = crate::authz::Target::deployment(
+        Some(crate::authz::ProjectRef {
+            id: project.id.clone(),
+            group_id: project.project_group_id.clone(),
+        }),
+        Some(&env.id),
+        tenant,
+    );
+    crate::authz::require(
+        st,
+        ctx,
+        Some(space),
+        crate::routes::Permission::DeploymentCreate,
+        &target,
+    )
+    .await
+}
+
 /// Queues a deployment of `release` to `env` after checking the lifecycle.
 pub async fn create_deployment(
     st: &AppState,
@@ -275,6 +303,15 @@ pub async fn create_deployment(
     env: &Environment,
     nd: NewDeployment,
 ) -> ApiResult<Deployment> {
+    require_deploy(
+        st,
+        ctx,
+        space,
+        project,
+        env,
+        nd.tenant.as_ref().map(|t| t.id.as_str()),
+    )
+    .await?;
     super::tenants::check_deployment(st, space, project, env, nd.tenant.as_ref()).await?;
     check_lifecycle_for(st, space, release, project, env, nd.tenant.as_ref()).await?;
     check_skipped_steps(st, space, release, &nd.skip_actions).await?;
@@ -493,6 +530,7 @@ pub async fn create(
 pub async fn list(
     State(st): State<AppState>,
     Path(space): Path<String>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     require_space(&st, &space).await?;
@@ -544,14 +582,29 @@ pub async fn list(
         }
         q.ids = ids;
     }
-    Ok(Json(list_page(&st, q, &params, "Deployment", &base, &format!("{base}{{/id}}{{?skip,take,ids,projects,environments,tenants,channels,taskState,partialName}}"), |d| render_row(&space, d)).await?))
+    let visible = crate::visibility::Visibility::of(
+        &st,
+        &ctx,
+        Some(&space),
+        crate::routes::Permission::DeploymentView,
+    )
+    .await?;
+    Ok(Json(list_page_visible(&st, q, &params, "Deployment", &base, &format!("{base}{{/id}}{{?skip,take,ids,projects,environments,tenants,channels,taskState,partialName}}"), visible.as_ref(), |d| render_row(&space, d)).await?))
 }
 
 pub async fn for_release(
     State(st): State<AppState>,
     Path((space, id)): Path<(String, String)>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
+    let visible = crate::visibility::Visibility::of(
+        &st,
+        &ctx,
+        Some(&space),
+        crate::routes::Permission::DeploymentView,
+    )
+    .await?;
     let (_, r): (_, Release) = load(&st, "Releases", &space, &id, "Release").await?;
     let params = Params::parse(raw.as_deref());
     let base = format!("/api/{space}/releases/{}/deployments", r.id);
@@ -562,13 +615,14 @@ pub async fn for_release(
         ..DocQuery::new(C)
     };
     Ok(Json(
-        list_page(
+        list_page_visible(
             &st,
             q,
             &params,
             "Deployment",
             &base,
             &format!("{base}{{?skip,take}}"),
+            visible.as_ref(),
             |d| render_row(&space, d),
         )
         .await?,

@@ -38,17 +38,26 @@ fn query(space: &str) -> DocQuery {
 pub async fn list(
     State(st): State<AppState>,
     Path(space): Path<String>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     require_space(&st, &space).await?;
+    let visible = crate::visibility::Visibility::of(
+        &st,
+        &ctx,
+        Some(&space),
+        crate::routes::Permission::EnvironmentView,
+    )
+    .await?;
     let base = format!("/api/{space}/environments");
-    let v = list_page(
+    let v = list_page_visible(
         &st,
         query(&space),
         &Params::parse(raw.as_deref()),
         "Environment",
         &base,
         &list_template(&base),
+        visible.as_ref(),
         |d| Ok(render(&space, &parse_body(d)?)),
     )
     .await?;

@@ -7,7 +7,10 @@ use ferry_store::{EventQuery, EventRow};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::authz::Target;
 use crate::query::page;
+use crate::routes::Permission;
+use crate::visibility::Visibility;
 
 pub fn render(e: &EventRow) -> Value {
     let details: Value = serde_json::from_str(&e.details).unwrap_or(Value::Null);
@@ -33,10 +36,33 @@ pub fn render(e: &EventRow) -> Value {
     })
 }
 
-async fn list_events(st: &AppState, space: Option<&str>, raw: Option<String>) -> ApiResult<Value> {
+/// Whether a restricted caller may see an event: space events by the project, environment and
+/// tenant they concern (`EventView`); system events (no space) need `UserView`.
+fn event_visible(v: &Visibility, system_view: bool, e: &EventRow) -> bool {
+    if e.space_id.is_empty() {
+        return system_view;
+    }
+    let related: Vec<&str> = e.related_document_ids.split(',').collect();
+    let first = |prefix: &str| related.iter().copied().find(|r| r.starts_with(prefix));
+    v.concerning(
+        &e.space_id,
+        first("Projects-"),
+        first("Environments-"),
+        first("Tenants-"),
+    )
+}
+
+async fn list_events(
+    st: &AppState,
+    ctx: &Ctx,
+    space: Option<&str>,
+    raw: Option<String>,
+) -> ApiResult<Value> {
     let params = Params::parse(raw.as_deref());
     let (skip, take) = (params.skip(), params.take());
-    let q = EventQuery {
+    let visible = Visibility::of(st, ctx, space, Permission::EventView).await?;
+    let system_view = crate::authz::can(st, ctx, None, Permission::UserView, &Target::ANY).await?;
+    let mut q = EventQuery {
         space_id: space
             .map(str::to_string)
             .or_else(|| params.get("spaces").map(str::to_string)),
@@ -46,7 +72,26 @@ async fn list_events(st: &AppState, space: Option<&str>, raw: Option<String>) ->
         skip,
         take: Some(take),
     };
-    let (rows, total) = st.db.list_events(&q).await?;
+    let (rows, total) = match &visible {
+        None => st.db.list_events(&q).await?,
+        // Filtered before paging, so totals count only what the caller may see.
+        Some(v) => {
+            q.skip = 0;
+            q.take = None;
+            let (all, _) = st.db.list_events(&q).await?;
+            let seen: Vec<EventRow> = all
+                .into_iter()
+                .filter(|e| event_visible(v, system_view, e))
+                .collect();
+            let total = i64::try_from(seen.len()).unwrap_or(i64::MAX);
+            let rows = seen
+                .into_iter()
+                .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+                .take(usize::try_from(take).unwrap_or(usize::MAX))
+                .collect();
+            (rows, total)
+        }
+    };
     let base = match space {
         Some(s) => format!("/api/{s}/events"),
         None => "/api/events".to_string(),
@@ -65,22 +110,35 @@ async fn list_events(st: &AppState, space: Option<&str>, raw: Option<String>) ->
 pub async fn list(
     State(st): State<AppState>,
     Path(space): Path<String>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     require_space(&st, &space).await?;
-    Ok(Json(list_events(&st, Some(&space), raw).await?))
+    Ok(Json(list_events(&st, &ctx, Some(&space), raw).await?))
 }
 
 pub async fn list_all(
     State(st): State<AppState>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(list_events(&st, None, raw).await?))
+    Ok(Json(list_events(&st, &ctx, None, raw).await?))
 }
 
-pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    match st.db.get_event(&id).await? {
-        Some(e) => Ok(Json(render(&e))),
-        None => Err(ApiError::not_found(format!("Event '{id}' was not found"))),
+pub async fn get(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    ctx: Ctx,
+) -> ApiResult<Json<Value>> {
+    let not_found = || ApiError::not_found(format!("Event '{id}' was not found"));
+    let e = st.db.get_event(&id).await?.ok_or_else(not_found)?;
+    let space = Some(e.space_id.as_str()).filter(|s| !s.is_empty());
+    if let Some(v) = Visibility::of(&st, &ctx, space, Permission::EventView).await? {
+        let system_view =
+            crate::authz::can(&st, &ctx, None, Permission::UserView, &Target::ANY).await?;
+        if !event_visible(&v, system_view, &e) {
+            return Err(not_found());
+        }
     }
+    Ok(Json(render(&e)))
 }

@@ -313,6 +313,7 @@ pub async fn deploy_untenanted(
     let (template, form_values) = b.options.resolve(&st, &space, &release).await?;
     // Check every environment before queueing any, so a refusal queues nothing.
     for e in &envs {
+        super::deployments::require_deploy(&st, &ctx, &space, &project, e, None).await?;
         super::tenants::check_deployment(&st, &space, &project, e, None).await?;
         super::deployments::check_lifecycle(&st, &space, &release, &project, e).await?;
         super::freezes::check(
@@ -449,6 +450,7 @@ pub async fn deploy_tenanted(
     // Every tenant is checked before anything is queued; all refusals are reported together.
     let mut refusals = Vec::new();
     for t in &tenants {
+        super::deployments::require_deploy(&st, &ctx, &space, &project, &env, Some(&t.id)).await?;
         let checked = async {
             super::tenants::check_deployment(&st, &space, &project, &env, Some(t)).await?;
             super::deployments::check_lifecycle_for(&st, &space, &release, &project, &env, Some(t))

@@ -287,12 +287,17 @@ pub async fn remove(
     Ok(Json(json!({})))
 }
 
-/// Whether the caller may administer deployment freezes (and so override one). Until teams
-/// and roles exist every active user holds every permission (see `crate::auth`), so this is
-/// any authenticated principal; it is the one place the `DeploymentFreezeAdminister` rule is
-/// decided for overrides.
-pub fn may_administer(ctx: &Ctx) -> bool {
-    !ctx.principal.user_id.is_empty()
+/// Whether the caller may administer deployment freezes in `space` (and so override one):
+/// the one place the `DeploymentFreezeAdminister` rule is decided for overrides.
+pub async fn may_administer(st: &AppState, ctx: &Ctx, space: &str) -> ApiResult<bool> {
+    crate::authz::can(
+        st,
+        ctx,
+        Some(space),
+        crate::routes::Permission::DeploymentFreezeAdminister,
+        &crate::authz::Target::ANY,
+    )
+    .await
 }
 
 /// The freezes a deployment overrode, for its audit event.
@@ -327,7 +332,7 @@ pub async fn check(
     override_reason: Option<&str>,
 ) -> ApiResult<Overrides> {
     let reason = override_reason.map(str::trim).filter(|r| !r.is_empty());
-    if reason.is_some() && !may_administer(ctx) {
+    if reason.is_some() && !may_administer(st, ctx, space).await? {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "You do not have permission to perform this action. Overriding a deployment freeze (DeploymentFreezeOverrideReason) requires the DeploymentFreezeAdminister permission.",

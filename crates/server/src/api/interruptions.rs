@@ -7,8 +7,9 @@
 //! responsibility at a time (taking it over from someone else is allowed and audited, as in
 //! Octopus's "assign to me"); a submit by a caller when someone else holds responsibility is
 //! refused — take responsibility first; a submit when nobody holds it takes it implicitly. The
-//! answer must be one of the offered choices. Teams (`ResponsibleTeamIds`) are recorded and
-//! shown; enforcing them needs teams (issue 9).
+//! answer must be one of the offered choices. When the step names responsible teams
+//! (`ResponsibleTeamIds`), only their members (and holders of `AdministerSystem`) may take
+//! responsibility or submit; the refusal names the teams.
 
 use std::collections::HashSet;
 
@@ -256,6 +257,42 @@ fn require_pending(i: &Interruption) -> ApiResult<()> {
     )))
 }
 
+/// Refuses a caller who is not in one of the interruption's responsible teams (when it names
+/// any).
+async fn require_team(st: &AppState, ctx: &Ctx, i: &Interruption) -> ApiResult<()> {
+    if i.responsible_team_ids.is_empty() || ctx.principal.internal {
+        return Ok(());
+    }
+    if crate::authz::checker(st, &ctx.principal)
+        .await?
+        .is_all_powerful()
+    {
+        return Ok(());
+    }
+    let mut names = Vec::new();
+    for t in &i.responsible_team_ids {
+        match st.db.get_doc(t).await? {
+            Some(d) if d.collection == "Teams" => {
+                let team: crate::authz::TeamDoc = parse_body(&d)?;
+                if team.id == crate::authz::TEAM_EVERYONE
+                    || team.member_user_ids.contains(&ctx.principal.user_id)
+                {
+                    return Ok(());
+                }
+                names.push(team.name);
+            }
+            _ => names.push(t.clone()),
+        }
+    }
+    Err(ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        format!(
+            "Only members of the responsible teams ({}) may act on this interruption",
+            names.join(", ")
+        ),
+    ))
+}
+
 pub async fn take_responsibility(
     State(st): State<AppState>,
     Path((space, id)): Path<(String, String)>,
@@ -263,6 +300,7 @@ pub async fn take_responsibility(
 ) -> ApiResult<Json<Value>> {
     let (row, mut i) = load_one(&st, &space, &id).await?;
     require_pending(&i)?;
+    require_team(&st, &ctx, &i).await?;
     let previous = i.responsible.clone();
     if previous
         .as_ref()
@@ -312,6 +350,7 @@ pub async fn submit(
 ) -> ApiResult<Json<Value>> {
     let (row, mut i) = load_one(&st, &space, &id).await?;
     require_pending(&i)?;
+    require_team(&st, &ctx, &i).await?;
     let offered = i
         .choices
         .iter()

@@ -1,11 +1,10 @@
-//! The root document, health, metrics, OpenAPI, capabilities, users and feeds.
+//! The root document, health, metrics, OpenAPI, capabilities and feeds.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use ferry_domain::Feed;
-use ferry_domain::time::format_ms;
 use serde_json::{Value, json};
 
 use super::*;
@@ -71,53 +70,6 @@ pub async fn certificate_global(State(st): State<AppState>) -> Json<Value> {
 
 pub async fn capabilities() -> Json<Value> {
     Json(json!({"Capabilities": [], "Links": {}}))
-}
-
-fn user_json(u: &ferry_store::UserRow) -> Value {
-    json!({
-        "Id": u.id,
-        "Username": u.username,
-        "DisplayName": u.display_name,
-        "EmailAddress": u.email,
-        "IsActive": u.is_active != 0,
-        "IsService": u.is_service != 0,
-        "IsRequestor": false,
-        "CanPasswordBeEdited": u.password_hash.is_some(),
-        "Identities": [],
-        "Created": format_ms(u.created_at),
-        "Links": {"Self": format!("/api/users/{}", u.id)},
-    })
-}
-
-pub async fn me(State(st): State<AppState>, ctx: Ctx) -> ApiResult<Json<Value>> {
-    match st.db.get_user(&ctx.principal.user_id).await? {
-        Some(u) => Ok(Json(user_json(&u))),
-        None => Err(ApiError::unauthorized()),
-    }
-}
-
-pub async fn list_users(State(st): State<AppState>) -> ApiResult<Json<Value>> {
-    let users = st.db.list_users().await?;
-    let n = i64::try_from(users.len()).unwrap_or(i64::MAX);
-    Ok(Json(crate::query::page(
-        "User",
-        users.iter().map(user_json).collect(),
-        n,
-        0,
-        n.max(1),
-        "/api/users",
-        "/api/users{/id}{?skip,take,ids,filter}",
-    )))
-}
-
-pub async fn get_user(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    match st.db.get_user(&id).await? {
-        Some(u) => Ok(Json(user_json(&u))),
-        None => Err(ApiError::not_found(format!("User '{id}' was not found"))),
-    }
 }
 
 /// The built-in feed of a space, with the links clients search it through.

@@ -9,6 +9,7 @@ pub mod autodeploy;
 pub mod buildinfo;
 pub mod channels;
 pub mod dashboard;
+pub mod dashboard_catalog;
 pub mod deployments;
 pub mod deploytemplate;
 pub mod environments;
@@ -32,9 +33,12 @@ pub mod releases;
 pub mod retention;
 pub mod smtp;
 pub mod spaces;
+pub mod subscriptions;
 pub mod tagsets;
 pub mod tasks;
+pub mod teams;
 pub mod tenants;
+pub mod users;
 pub mod variables;
 pub mod workerpools;
 pub mod workers;
@@ -112,11 +116,27 @@ pub async fn find<T: DeserializeOwned>(
 /// `skip`/`take` say (the TS task waiter relies on it).
 pub async fn list_page(
     st: &AppState,
+    q: DocQuery,
+    params: &Params,
+    item_type: &str,
+    base: &str,
+    template: &str,
+    render: impl Fn(&DocRow) -> ApiResult<Value>,
+) -> ApiResult<Value> {
+    list_page_visible(st, q, params, item_type, base, template, None, render).await
+}
+
+/// `list_page` showing only what `visible` lets the caller see (`None`: everything). A
+/// filtered list is read whole and paged after filtering, so totals count only visible items.
+#[allow(clippy::too_many_arguments)]
+pub async fn list_page_visible(
+    st: &AppState,
     mut q: DocQuery,
     params: &Params,
     item_type: &str,
     base: &str,
     template: &str,
+    visible: Option<&crate::visibility::Visibility>,
     render: impl Fn(&DocRow) -> ApiResult<Value>,
 ) -> ApiResult<Value> {
     // A caller may pre-restrict the ids (e.g. deployments by task state); `ids=` narrows further.
@@ -134,11 +154,29 @@ pub async fn list_page(
     q.partial_name = params.get("partialName").map(str::to_string);
     q.name = params.get("name").map(str::to_string);
     let (skip, take) = (params.skip(), params.take());
-    if q.ids.is_empty() {
-        q.skip = skip;
-        q.take = Some(take);
-    }
-    let (rows, total) = st.db.list_docs(&q).await?;
+    let (rows, total) = match visible {
+        None => {
+            if q.ids.is_empty() {
+                q.skip = skip;
+                q.take = Some(take);
+            }
+            st.db.list_docs(&q).await?
+        }
+        Some(v) => {
+            let (all, _) = st.db.list_docs(&q).await?;
+            let seen: Vec<DocRow> = all.into_iter().filter(|r| v.doc(r)).collect();
+            let total = i64::try_from(seen.len()).unwrap_or(i64::MAX);
+            let rows = if q.ids.is_empty() {
+                seen.into_iter()
+                    .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+                    .take(usize::try_from(take).unwrap_or(usize::MAX))
+                    .collect()
+            } else {
+                seen
+            };
+            (rows, total)
+        }
+    };
     let items = rows.iter().map(&render).collect::<ApiResult<Vec<_>>>()?;
     let (skip, take) = if q.ids.is_empty() {
         (skip, take)

@@ -66,20 +66,29 @@ pub async fn resolve(st: &AppState, space: &str, key: &str) -> ApiResult<(DocRow
 pub async fn list(
     State(st): State<AppState>,
     Path(space): Path<String>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     require_space(&st, &space).await?;
+    let visible = crate::visibility::Visibility::of(
+        &st,
+        &ctx,
+        Some(&space),
+        crate::routes::Permission::ProjectView,
+    )
+    .await?;
     let base = format!("/api/{space}/projects");
     let template =
         format!("{base}{{/id}}{{?name,skip,ids,clone,take,partialName,clonedFromProjectId}}");
     Ok(Json(
-        list_page(
+        list_page_visible(
             &st,
             query(&space),
             &Params::parse(raw.as_deref()),
             "Project",
             &base,
             &template,
+            visible.as_ref(),
             |d| render_row(&space, d),
         )
         .await?,
@@ -301,20 +310,25 @@ pub async fn update(
     p.slug = slugify(&name);
     p.deployment_process_id = old.deployment_process_id.clone();
     p.variable_set_id = old.variable_set_id.clone();
-    let new_row = project_row(&p, row.seq)?;
-    update_audited(
-        &st,
+    let mut new_row = project_row(&p, row.seq)?;
+    new_row.created_at = row.created_at;
+    // The audit event holds the changed fields only, secrets as salted hashes.
+    let diff = crate::audit_diff::diff_of(&old, &p, &crate::audit_diff::salt(&st.master_key));
+    let mut tx = st.db.begin().await?;
+    tx.update_doc(&new_row)
+        .await
+        .map_err(|e| name_conflict(e, "project", &name))?;
+    audit(
+        &mut tx,
         &ctx,
-        Named {
-            what: "project",
-            name: &name,
-        },
-        &row,
-        new_row,
-        &old,
-        &p,
+        &space,
+        "Modified",
+        format!("Project {name} was modified"),
+        &[&p.id],
+        json!({"Diff": diff}),
     )
     .await?;
+    tx.commit().await?;
     Ok(Json(render(&space, &p)))
 }
 

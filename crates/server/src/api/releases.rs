@@ -755,6 +755,14 @@ pub async fn create_release(
         .ok_or_else(|| {
             ApiError::bad_request(format!("Project '{}' could not be found", nr.project))
         })?;
+    crate::authz::require(
+        st,
+        ctx,
+        Some(space),
+        crate::routes::Permission::ReleaseCreate,
+        &crate::authz::Target::project(&project.id, &project.project_group_id),
+    )
+    .await?;
     if project.is_disabled {
         return Err(ApiError::bad_request(format!(
             "Project '{}' is disabled",
@@ -1034,9 +1042,17 @@ pub async fn snapshot_variables(
 pub async fn list(
     State(st): State<AppState>,
     Path(space): Path<String>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     require_space(&st, &space).await?;
+    let visible = crate::visibility::Visibility::of(
+        &st,
+        &ctx,
+        Some(&space),
+        crate::routes::Permission::ReleaseView,
+    )
+    .await?;
     let base = format!("/api/{space}/releases");
     let q = DocQuery {
         space_id: Some(space.clone()),
@@ -1045,13 +1061,14 @@ pub async fn list(
     };
     let params = Params::parse(raw.as_deref());
     Ok(Json(
-        list_page(
+        list_page_visible(
             &st,
             q,
             &params,
             "Release",
             &base,
             &format!("{base}{{/id}}{{?skip,ignoreChannelRules,take,ids}}"),
+            visible.as_ref(),
             |d| render_row(&space, d),
         )
         .await?,

@@ -248,12 +248,7 @@ pub struct Outcome {
 /// The principal retention's audit events name when the periodic job runs it.
 fn system_ctx() -> Ctx {
     Ctx {
-        principal: Principal {
-            user_id: String::new(),
-            username: "system".to_string(),
-            display_name: "Package retention".to_string(),
-            is_service: true,
-        },
+        principal: Principal::system("", "Package retention"),
         ip: String::new(),
     }
 }

@@ -87,16 +87,43 @@ fn task_query(params: &Params, space: Option<&str>) -> ApiResult<TaskQuery> {
     })
 }
 
-async fn list_tasks(st: &AppState, space: Option<&str>, raw: Option<String>) -> ApiResult<Value> {
+async fn list_tasks(
+    st: &AppState,
+    ctx: &Ctx,
+    space: Option<&str>,
+    raw: Option<String>,
+) -> ApiResult<Value> {
     let params = Params::parse(raw.as_deref());
     let mut q = task_query(&params, space)?;
     let (skip, take) = (params.skip(), params.take());
     let with_ids = !q.ids.is_empty();
-    if !with_ids {
-        q.skip = skip;
-        q.take = Some(take);
-    }
-    let (rows, total) = st.db.list_tasks(&q).await?;
+    let visible =
+        crate::visibility::Visibility::of(st, ctx, space, crate::routes::Permission::TaskView)
+            .await?;
+    let (rows, total) = match &visible {
+        None => {
+            if !with_ids {
+                q.skip = skip;
+                q.take = Some(take);
+            }
+            st.db.list_tasks(&q).await?
+        }
+        // Filtered before paging, so totals count only what the caller may see.
+        Some(v) => {
+            let (all, _) = st.db.list_tasks(&q).await?;
+            let seen: Vec<TaskRow> = all.into_iter().filter(|t| v.task(t)).collect();
+            let total = i64::try_from(seen.len()).unwrap_or(i64::MAX);
+            let rows = if with_ids {
+                seen
+            } else {
+                seen.into_iter()
+                    .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+                    .take(usize::try_from(take).unwrap_or(usize::MAX))
+                    .collect()
+            };
+            (rows, total)
+        }
+    };
     let base = match space {
         Some(s) => format!("/api/{s}/tasks"),
         None => "/api/tasks".to_string(),
@@ -139,17 +166,19 @@ async fn list_tasks(st: &AppState, space: Option<&str>, raw: Option<String>) -> 
 pub async fn list(
     State(st): State<AppState>,
     Path(space): Path<String>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     require_space(&st, &space).await?;
-    Ok(Json(list_tasks(&st, Some(&space), raw).await?))
+    Ok(Json(list_tasks(&st, &ctx, Some(&space), raw).await?))
 }
 
 pub async fn list_all(
     State(st): State<AppState>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(list_tasks(&st, None, raw).await?))
+    Ok(Json(list_tasks(&st, &ctx, None, raw).await?))
 }
 
 async fn load_task(st: &AppState, space: Option<&str>, id: &str) -> ApiResult<TaskRow> {

@@ -75,9 +75,17 @@ const TEMPLATE: &str = "{?skip,projectId,tags,take,ids,clone,partialName,clonedF
 pub async fn list(
     State(st): State<AppState>,
     Path(space): Path<String>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     require_space(&st, &space).await?;
+    let visible = crate::visibility::Visibility::of(
+        &st,
+        &ctx,
+        Some(&space),
+        crate::routes::Permission::TenantView,
+    )
+    .await?;
     let params = Params::parse(raw.as_deref());
     let base = format!("/api/{space}/tenants");
     let ids = params.list("ids");
@@ -90,6 +98,11 @@ pub async fn list(
         .await?
         .into_iter()
         .filter(|t| ids.is_empty() || ids.contains(&t.id))
+        .filter(|t| {
+            visible
+                .as_ref()
+                .is_none_or(|v| v.concerning(&space, None, None, Some(&t.id)))
+        })
         .filter(|t| tags.is_empty() || tags_match(&tags, &t.tenant_tags))
         .filter(|t| {
             project

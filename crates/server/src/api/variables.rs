@@ -598,6 +598,8 @@ pub async fn put(
             "VariableSetId": v.id,
             "Version": v.version,
             "Changes": changes(&st.master_key, &old, &v),
+            // Field by field; sensitive and sealed values only as salted hashes.
+            "Diff": crate::audit_diff::diff_of(&old, &v, &crate::audit_diff::salt(&st.master_key)),
         }),
     )
     .await?;
