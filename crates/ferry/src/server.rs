@@ -106,6 +106,11 @@ pub struct ServerArgs {
         value_delimiter = ','
     )]
     trusted_proxy: Vec<String>,
+    /// Audit events older than this many days are moved, hourly, to daily archive files under
+    /// the data directory (`event-archives/`), downloadable through `/api/events/archives`.
+    #[arg(long, env = "FERRY_EVENT_RETENTION_DAYS", value_name = "DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    event_retention_days: u32,
 }
 
 /// The webhook delivery settings from the `--webhook-*` flags.
@@ -391,6 +396,8 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
             max_body_bytes: 20 * 1024 * 1024,
             server_thumbprint: server_thumbprint.clone(),
             polling_port: polling_addr.map(|a| a.port()),
+            data_dir: data_dir.clone(),
+            event_retention_days: args.event_retention_days,
             webhooks: webhook_settings(&args)?,
             api_key_max_days: args.api_key_max_days,
             trusted_proxies: args
@@ -418,6 +425,10 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let release_retention = tokio::spawn(ferry_server::api::release_retention::periodic(
         state.clone(),
         ferry_server::api::release_retention::INTERVAL,
+    ));
+    let event_retention = tokio::spawn(ferry_server::api::event_archives::periodic(
+        state.clone(),
+        ferry_server::api::event_archives::INTERVAL,
     ));
     let webhooks = tokio::spawn(ferry_server::api::subscriptions::deliver_forever(
         state.clone(),
@@ -475,6 +486,7 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
     worker.abort();
     auto_deploy.abort();
     release_retention.abort();
+    event_retention.abort();
     webhooks.abort();
     if let Some(job) = retention_job {
         job.abort();

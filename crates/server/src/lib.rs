@@ -55,6 +55,10 @@ pub struct ServerConfig {
     pub api_key_max_days: u32,
     /// Reverse proxies whose `X-Forwarded-For` is believed (`--trusted-proxy`).
     pub trusted_proxies: Vec<outbound::Cidr>,
+    /// The server's data directory (event archive files live under it).
+    pub data_dir: std::path::PathBuf,
+    /// Audit events older than this many days move to archive files (`--event-retention-days`).
+    pub event_retention_days: u32,
 }
 
 /// Shared state of every handler.

@@ -15,10 +15,10 @@ use crate::AppState;
 use crate::api::dashboard;
 use crate::api::{
     accounts, actiontemplates, artifacts, buildinfo, channels, deployments, deploytemplate,
-    environments, events, executions, freezes, interruptions, libraryvariablesets, lifecycles,
-    machinepolicies, machines, misc, packages, process, progression, projectgroups, projects,
-    release_retention, releasediff, releases, retention, smtp, spaces, subscriptions, tagsets,
-    tasks, teams, tenants, users, variables, workerpools, workers,
+    environments, event_archives, events, executions, freezes, interruptions, libraryvariablesets,
+    lifecycles, machinepolicies, machines, misc, packages, process, progression, projectgroups,
+    projects, release_retention, releasediff, releases, retention, smtp, spaces, subscriptions,
+    tagsets, tasks, teams, tenants, users, variables, workerpools, workers,
 };
 
 /// Octopus's permission names, as far as Ferry's endpoints need them. `Anonymous` endpoints
@@ -1666,7 +1666,8 @@ pub fn build() -> (Router<AppState>, RouteTable) {
         )
         .with(users::routes)
         .with(teams::routes)
-        .with(subscriptions::routes);
+        .with(subscriptions::routes)
+        .with(event_archives::routes);
     (r.router, r.table)
 }
 

@@ -9,6 +9,7 @@ mod migrate;
 pub use migrate::versions as migration_versions;
 pub mod blobs;
 pub mod dashboard;
+mod event_archive;
 pub mod packages;
 pub mod purge;
 mod rows;

@@ -734,6 +734,16 @@ pub struct EventQuery {
     pub regarding: Option<String>,
     pub category: Option<String>,
     pub user_id: Option<String>,
+    /// Any of these categories.
+    pub categories: Vec<String>,
+    /// Any of these users.
+    pub users: Vec<String>,
+    /// Occurred at or after / before (epoch ms).
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// Each group: related to any of its ids; every group must match (projects, environments,
+    /// tenants, …).
+    pub regarding_any: Vec<Vec<String>>,
     pub skip: i64,
     pub take: Option<i64>,
 }
@@ -794,6 +804,36 @@ impl Db {
         if let Some(u) = &q.user_id {
             params.push(Param::Text(u.clone()));
             sql.push_str(&format!(" AND user_id = ${}", params.len()));
+        }
+        for (col, list) in [("category", &q.categories), ("user_id", &q.users)] {
+            if list.is_empty() {
+                continue;
+            }
+            let mut alts = Vec::new();
+            for v in list {
+                params.push(Param::Text(v.clone()));
+                alts.push(format!("${}", params.len()));
+            }
+            sql.push_str(&format!(" AND {col} IN ({})", alts.join(", ")));
+        }
+        if let Some(f) = q.from {
+            params.push(Param::Int(f));
+            sql.push_str(&format!(" AND occurred >= ${}", params.len()));
+        }
+        if let Some(t) = q.to {
+            params.push(Param::Int(t));
+            sql.push_str(&format!(" AND occurred < ${}", params.len()));
+        }
+        for group in q.regarding_any.iter().filter(|g| !g.is_empty()) {
+            let mut alts = Vec::new();
+            for r in group {
+                params.push(Param::Text(format!("%,{},%", like_escape(r))));
+                alts.push(format!(
+                    "(',' || related_document_ids || ',') LIKE ${} ESCAPE '\\'",
+                    params.len()
+                ));
+            }
+            sql.push_str(&format!(" AND ({})", alts.join(" OR ")));
         }
         let count_sql = format!("SELECT COUNT(*) FROM events{sql}");
         let total: (i64,) = db_read!(self, c => bind_all!(sqlx::query_as(safe(&count_sql)), params).fetch_one(c).await?);

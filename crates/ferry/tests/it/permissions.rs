@@ -800,3 +800,128 @@ async fn ip_of(s: &Server, env: &str) -> String {
     let ev = s.get(&format!("/api/events?regarding={env}")).await;
     ev["Items"][0]["IpAddress"].as_str().unwrap().to_string()
 }
+
+/// Audit event retention: events older than the retention period move to daily archive files,
+/// which can be listed and downloaded, and deleted only when 30 days old (audited); events are
+/// never changed or deleted through the API; the events list filters by date, user and the
+/// projects/environments they concern.
+#[tokio::test]
+async fn old_events_move_to_archive_files() {
+    use ferry_store::{Db, EventRow};
+    let day = 86_400_000i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut s = Server::start_with(crate::harness::Opts {
+        args: vec!["--event-retention-days".into(), "1".into()],
+        ..Default::default()
+    });
+    let env = id(&s.create_environment("Test").await);
+    s.stop();
+    // Old events, written straight into the store.
+    let db = Db::open(&format!(
+        "sqlite://{}",
+        s.data_dir.join("ferry.db").display()
+    ))
+    .await
+    .unwrap();
+    let mut tx = db.begin().await.unwrap();
+    for (age_days, related) in [(40, "Projects-9"), (40, "Projects-8"), (3, "Projects-9")] {
+        tx.insert_event(&EventRow {
+            id: String::new(),
+            seq: 0,
+            space_id: "Spaces-1".into(),
+            category: "Modified".into(),
+            message: format!("old change {age_days} days ago"),
+            username: "admin".into(),
+            user_id: "Users-1".into(),
+            occurred: now - age_days * day,
+            related_document_ids: related.into(),
+            details: "{}".into(),
+            ip_address: "127.0.0.1".into(),
+        })
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    db.close().await;
+    s.restart(crate::harness::Opts {
+        args: vec!["--event-retention-days".into(), "1".into()],
+        ..Default::default()
+    });
+
+    // Moved at start: three old events gone from the table, two daily files.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let files = loop {
+        let f = s.get("/api/events/archives").await;
+        if f["TotalResults"] == 2 {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "{f}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let events = s.get("/api/events?take=100").await;
+    assert!(!events.to_string().contains("old change"), "{events}");
+    assert!(
+        events.to_string().contains(&env),
+        "recent events stay: {events}"
+    );
+    let names: Vec<String> = files["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["Name"].as_str().unwrap().to_string())
+        .collect();
+    let (oldest, recent) = (names[1].clone(), names[0].clone());
+    let body = s.raw(&format!("/api/events/archives/{oldest}")).await;
+    assert_eq!(body.lines().count(), 2, "{body}");
+    assert!(body.contains("old change 40 days ago"), "{body}");
+    let line: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert_eq!(line["Category"], "Modified", "{line}");
+    // Deleting: too young, a name outside the directory, then the old one (audited).
+    let (st, v) = s
+        .request("DELETE", &format!("/api/events/archives/{recent}"), None)
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(said(&v).contains("at least 30 days old"), "{v}");
+    let (st, _) = s
+        .request("GET", "/api/events/archives/..%2Fferry.db", None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = s
+        .request("DELETE", &format!("/api/events/archives/{oldest}"), None)
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(s.get("/api/events/archives").await["TotalResults"], 1);
+    let events = s.get("/api/events?take=100").await;
+    assert!(
+        events
+            .to_string()
+            .contains(&format!("Deleted the audit event archive file {oldest}")),
+        "{events}"
+    );
+    // Events cannot be changed or deleted through the API.
+    let first = id(&events["Items"][0]);
+    for method in ["PUT", "DELETE"] {
+        let (st, _) = s
+            .request(method, &format!("/api/events/{first}"), Some(json!({})))
+            .await;
+        assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
+    // Filters.
+    let mine = s.get("/api/events?users=Users-1&take=100").await;
+    let items = mine["Items"].as_array().unwrap();
+    assert!(items.len() >= 2, "{mine}");
+    assert!(items.iter().all(|e| e["UserId"] == "Users-1"), "{mine}");
+    let none = s.get("/api/events?users=Users-99").await;
+    assert_eq!(none["TotalResults"], 0, "{none}");
+    let about = s
+        .get(&format!("/api/events?environments={env},Environments-99"))
+        .await;
+    assert_eq!(about["TotalResults"], 1, "{about}");
+    let later = s.get("/api/events?from=2100-01-01").await;
+    assert_eq!(later["TotalResults"], 0, "{later}");
+    let (st, v) = s.request("GET", "/api/events?from=yesterday", None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+}

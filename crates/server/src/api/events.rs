@@ -62,15 +62,44 @@ async fn list_events(
     let (skip, take) = (params.skip(), params.take());
     let visible = Visibility::of(st, ctx, space, Permission::EventView).await?;
     let system_view = crate::authz::can(st, ctx, None, Permission::UserView, &Target::ANY).await?;
+    // Dates: `from`/`to` as ISO 8601 (a bare date is its midnight UTC).
+    let date = |name: &str| -> ApiResult<Option<i64>> {
+        match params.get(name).map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => {
+                let full = if v.len() == 10 {
+                    format!("{v}T00:00:00Z")
+                } else {
+                    v.to_string()
+                };
+                ferry_domain::time::parse_ms(&full).map(Some).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "'{v}' is not a date for {name}; use ISO 8601 such as 2026-11-29 or 2026-11-29T10:00:00Z"
+                    ))
+                })
+            }
+        }
+    };
+    let mut users = params.list("users");
+    users.extend(params.get("user").map(str::to_string));
+    let regarding_any: Vec<Vec<String>> = ["projects", "environments", "tenants", "regardingAny"]
+        .iter()
+        .map(|n| params.list(n))
+        .filter(|l| !l.is_empty())
+        .collect();
     let mut q = EventQuery {
         space_id: space
             .map(str::to_string)
             .or_else(|| params.get("spaces").map(str::to_string)),
         regarding: params.get("regarding").map(str::to_string),
-        category: params.get("eventCategories").map(str::to_string),
-        user_id: params.get("user").map(str::to_string),
+        categories: params.list("eventCategories"),
+        users,
+        from: date("from")?,
+        to: date("to")?,
+        regarding_any,
         skip,
         take: Some(take),
+        ..EventQuery::default()
     };
     let (rows, total) = match &visible {
         None => st.db.list_events(&q).await?,
@@ -103,7 +132,9 @@ async fn list_events(
         skip,
         take,
         &base,
-        &format!("{base}{{/id}}{{?skip,take,regarding,user,eventCategories,spaces}}"),
+        &format!(
+            "{base}{{/id}}{{?skip,take,from,to,regarding,regardingAny,user,users,projects,environments,tenants,eventCategories,spaces}}"
+        ),
     ))
 }
 

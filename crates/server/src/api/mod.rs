@@ -13,6 +13,7 @@ pub mod dashboard_catalog;
 pub mod deployments;
 pub mod deploytemplate;
 pub mod environments;
+pub mod event_archives;
 pub mod events;
 pub mod executions;
 pub mod freezes;
