@@ -121,6 +121,32 @@ impl Visibility {
         self.can(&row.space_id, &target)
     }
 
+    /// Of `task_ids`, those whose task may be seen (a missing task is not).
+    pub async fn visible_tasks(
+        &self,
+        st: &AppState,
+        task_ids: &[String],
+    ) -> ApiResult<std::collections::HashSet<String>> {
+        let mut ids: Vec<String> = task_ids.to_vec();
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let (tasks, _) = st
+            .db
+            .list_tasks(&ferry_store::TaskQuery {
+                ids,
+                ..ferry_store::TaskQuery::default()
+            })
+            .await?;
+        Ok(tasks
+            .iter()
+            .filter(|t| self.task(t))
+            .map(|t| t.id.clone())
+            .collect())
+    }
+
     /// Whether a task may be seen.
     pub fn task(&self, t: &TaskRow) -> bool {
         let target = Target {

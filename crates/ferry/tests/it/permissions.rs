@@ -925,3 +925,74 @@ async fn old_events_move_to_archive_files() {
     let (st, v) = s.request("GET", "/api/events?from=yesterday", None).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
 }
+
+/// Interruptions, artifacts and deployment targets are listed only where the caller may see
+/// them.
+#[tokio::test]
+async fn scoped_lists_of_interruptions_artifacts_and_targets() {
+    let s = Server::start();
+    let test = id(&s.create_environment("Test").await);
+    let prod = id(&s.create_environment("Production").await);
+    for p in ["Alpha", "Beta"] {
+        s.create_project(p).await;
+        s.put(
+            &format!("{SP}/projects/{p}/deploymentprocesses"),
+            json!({"Steps": [
+                {"Name": "Make", "Actions": [{"ActionType": "Octopus.Script", "Properties": {
+                    "Octopus.Action.Script.ScriptBody": "echo report > report.txt; new_octopusartifact report.txt",
+                    "Octopus.Action.RunOnServer": "true"}}]},
+                {"Name": "Approve", "Actions": [{"ActionType": "Octopus.Manual", "Properties": {
+                    "Octopus.Action.Manual.Instructions": "ok?"}}]}
+            ]}),
+        )
+        .await;
+        s.create_release(p, "1.0.0").await;
+    }
+    let ta = s.deploy("Alpha", "1.0.0", "Test").await;
+    let tb = s.deploy("Beta", "1.0.0", "Test").await;
+    pending(&s, &ta).await;
+    pending(&s, &tb).await;
+    // Two listening targets, one per environment (their health does not matter here).
+    for (name, env, thumb) in [("web-test", &test, "A"), ("web-prod", &prod, "B")] {
+        s.post(
+            &format!("{SP}/machines"),
+            json!({"Name": name, "EnvironmentIds": [env], "Roles": ["web"],
+                "Endpoint": {"CommunicationStyle": "TentaclePassive", "Uri": "https://127.0.0.1:1/",
+                    "Thumbprint": thumb.repeat(64)}}),
+        )
+        .await;
+    }
+    let (vic, key) = user(&s, "vic").await;
+    let t = team(&s, "Alpha in Test", &[&vic]).await;
+    let alpha = s.get(&format!("{SP}/projects/Alpha")).await;
+    grant(
+        &s,
+        &t,
+        "userroles-projectviewer",
+        json!({"ProjectIds": [id(&alpha)], "EnvironmentIds": [test]}),
+    )
+    .await;
+    let get = |path: String| {
+        let (s, key) = (&s, key.clone());
+        async move {
+            let (st, v) = as_user(s, &key, "GET", &path, None).await;
+            assert_eq!(st, StatusCode::OK, "{path}: {v}");
+            v
+        }
+    };
+    let all = s.get(&format!("{SP}/interruptions")).await;
+    assert_eq!(all["TotalResults"], 2, "{all}");
+    let mine = get(format!("{SP}/interruptions")).await;
+    assert_eq!(mine["TotalResults"], 1, "{mine}");
+    assert_eq!(mine["Items"][0]["TaskId"], json!(ta));
+    let all = s.get(&format!("{SP}/artifacts")).await;
+    assert_eq!(all["TotalResults"], 2, "{all}");
+    let mine = get(format!("{SP}/artifacts")).await;
+    assert_eq!(mine["TotalResults"], 1, "{mine}");
+    assert_eq!(mine["Items"][0]["ServerTaskId"], json!(ta));
+    let all = s.get(&format!("{SP}/machines")).await;
+    assert_eq!(all["TotalResults"], 2, "{all}");
+    let mine = get(format!("{SP}/machines")).await;
+    assert_eq!(mine["TotalResults"], 1, "{mine}");
+    assert_eq!(mine["Items"][0]["Name"], "web-test");
+}

@@ -30,6 +30,7 @@ async fn load_artifact(st: &AppState, space: &str, id: &str) -> ApiResult<Artifa
 pub async fn list(
     State(st): State<AppState>,
     Path(space): Path<String>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     require_space(&st, &space).await?;
@@ -51,6 +52,19 @@ pub async fn list(
         if matches {
             items.push(a);
         }
+    }
+    // Only those of tasks the caller may see.
+    let visible = crate::visibility::Visibility::of(
+        &st,
+        &ctx,
+        Some(&space),
+        crate::routes::Permission::ArtifactView,
+    )
+    .await?;
+    if let Some(v) = &visible {
+        let tasks: Vec<String> = items.iter().map(|a| a.server_task_id.clone()).collect();
+        let seen = v.visible_tasks(&st, &tasks).await?;
+        items.retain(|a| seen.contains(&a.server_task_id));
     }
     // Newest first, as Octopus lists them.
     items.sort_by_key(|a| std::cmp::Reverse(id_seq(&a.id)));

@@ -137,7 +137,7 @@ pub async fn list(
             ..DocQuery::new(COLLECTION)
         })
         .await?;
-    let mut items = Vec::new();
+    let mut found = Vec::new();
     for r in &rows {
         let i: Interruption = parse_body(r)?;
         if let Some(reg) = &regarding {
@@ -145,8 +145,25 @@ pub async fn list(
                 continue;
             }
         }
-        items.push(render(&space, &i, &ctx.principal));
+        found.push(i);
     }
+    // Only those of tasks the caller may see.
+    let visible = crate::visibility::Visibility::of(
+        &st,
+        &ctx,
+        Some(&space),
+        crate::routes::Permission::InterruptionView,
+    )
+    .await?;
+    if let Some(v) = &visible {
+        let tasks: Vec<String> = found.iter().map(|i| i.task_id.clone()).collect();
+        let seen = v.visible_tasks(&st, &tasks).await?;
+        found.retain(|i| seen.contains(&i.task_id));
+    }
+    let items: Vec<Value> = found
+        .iter()
+        .map(|i| render(&space, i, &ctx.principal))
+        .collect();
     let total = items.len() as i64;
     let (skip, take) = (params.skip(), params.take());
     let page_items: Vec<Value> = items

@@ -68,11 +68,20 @@ fn any_eq(wanted: &[String], have: &[String]) -> bool {
 /// Lists the space's machines matching the query's filters, paged (all of them with `ids`).
 async fn filtered_page(
     st: &AppState,
+    ctx: &Ctx,
     space: &str,
     params: &Params,
     environment: Option<&str>,
     base: &str,
 ) -> ApiResult<Value> {
+    // Only the machines in environments the caller may see machines of.
+    let visible = crate::visibility::Visibility::of(
+        st,
+        ctx,
+        Some(space),
+        crate::routes::Permission::MachineView,
+    )
+    .await?;
     let mut q = query(space);
     q.ids = params.list("ids");
     q.partial_name = params.get("partialName").map(str::to_string);
@@ -92,7 +101,10 @@ async fn filtered_page(
     let disabled = params.bool("isDisabled");
     let (rows, _) = st.db.list_docs(&q).await?;
     let mut items = Vec::new();
-    for r in &rows {
+    for r in rows
+        .iter()
+        .filter(|r| visible.as_ref().is_none_or(|v| v.doc(r)))
+    {
         let m: Machine = parse_body(r)?;
         let keep = (roles.is_empty() || any_eq(&roles, &m.roles))
             && (envs.is_empty() || any_eq(&envs, &m.environment_ids))
@@ -128,13 +140,14 @@ async fn filtered_page(
 pub async fn list(
     State(st): State<AppState>,
     Path(space): Path<String>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     require_space(&st, &space).await?;
     let base = format!("/api/{space}/machines");
     let params = Params::parse(raw.as_deref());
     Ok(Json(
-        filtered_page(&st, &space, &params, None, &base).await?,
+        filtered_page(&st, &ctx, &space, &params, None, &base).await?,
     ))
 }
 
@@ -142,6 +155,7 @@ pub async fn list(
 pub async fn in_environment(
     State(st): State<AppState>,
     Path((space, id)): Path<(String, String)>,
+    ctx: Ctx,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     require_space(&st, &space).await?;
@@ -153,7 +167,7 @@ pub async fn in_environment(
     let base = format!("/api/{space}/environments/{}/machines", env.id);
     let params = Params::parse(raw.as_deref());
     Ok(Json(
-        filtered_page(&st, &space, &params, Some(&env.id), &base).await?,
+        filtered_page(&st, &ctx, &space, &params, Some(&env.id), &base).await?,
     ))
 }
 
