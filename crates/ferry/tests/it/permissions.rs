@@ -996,3 +996,56 @@ async fn scoped_lists_of_interruptions_artifacts_and_targets() {
     assert_eq!(mine["TotalResults"], 1, "{mine}");
     assert_eq!(mine["Items"][0]["Name"], "web-test");
 }
+
+/// A package publisher pushes; the package trigger creates the release although the publisher
+/// may not create releases; the publisher still may not create one directly.
+#[tokio::test]
+async fn the_package_trigger_creates_releases_for_a_package_publisher() {
+    use crate::package_deploy::make_package;
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    s.create_environment("Development").await;
+    let p = s.create_project("Auto").await;
+    s.put(
+        &format!("{SP}/projects/Auto/deploymentprocesses"),
+        json!({"Steps": [{"Name": "Deploy web", "Actions": [{"ActionType": "Octopus.TentaclePackage",
+            "Properties": {"Octopus.Action.RunOnServer": "true", "Octopus.Action.Package.PackageId": "Acme.Web",
+                "Octopus.Action.Package.FeedId": "feeds-builtin"}}]}]}),
+    )
+    .await;
+    let mut body = p.clone();
+    body["AutoCreateRelease"] = json!(true);
+    body["ReleaseCreationStrategy"] = json!({"ReleaseCreationPackage":
+        {"DeploymentAction": "Deploy web", "PackageReference": ""}, "ChannelId": null});
+    s.put(&format!("{SP}/projects/{}", id(&p)), body).await;
+    let (ci, key) = user(&s, "ci").await;
+    let t = team(&s, "Build", &[&ci]).await;
+    grant(&s, &t, "userroles-packagepublisher", json!({})).await;
+
+    let file = make_package(work.path(), "1.2.0");
+    let form = reqwest::multipart::Form::new().part(
+        "fileToUpload",
+        reqwest::multipart::Part::bytes(std::fs::read(&file).unwrap())
+            .file_name("Acme.Web.1.2.0.zip"),
+    );
+    let st = reqwest::Client::new()
+        .post(format!("{}{SP}/packages/raw", s.url))
+        .header("X-Octopus-ApiKey", &key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::CREATED);
+    let rels = s.get(&format!("{SP}/projects/Auto/releases")).await;
+    assert_eq!(rels["TotalResults"], 1, "{rels}");
+    let (st, v) = as_user(
+        &s,
+        &key,
+        "POST",
+        &format!("{SP}/releases/create/v1"),
+        Some(json!({"ProjectName": "Auto", "ReleaseVersion": "9.9.9"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+}

@@ -1511,7 +1511,16 @@ pub async fn on_package_pushed(
             selected: Vec::new(),
             custom_fields: Default::default(),
         };
-        match create_release(st, space, ctx, nr).await {
+        // The trigger, not the pusher, creates the release (as Octopus's automatic release
+        // creation does): a build server needs only BuiltInFeedPush.
+        let trigger = Ctx {
+            principal: crate::auth::Principal::system(
+                "system",
+                &format!("Package trigger (pushed by {})", ctx.principal.username),
+            ),
+            ip: ctx.ip.clone(),
+        };
+        match create_release(st, space, &trigger, nr).await {
             Ok((r, true)) => {
                 tracing::info!(project = %project.name, release = %r.version, "created a release for a pushed package");
                 created.push(r);
