@@ -126,6 +126,23 @@ async fn readme_tours_work_as_written() {
     assert!(out.contains("Portal for Initech (Tier/Gold)"), "{out}");
     assert!(!out.contains("Portal for Globex"), "{out}");
 
+    let testers = run_shell(&s, &tour("testers"));
+    let out = text(&testers);
+    assert!(testers.status.success(), "testers tour failed:\n{out}");
+    assert!(
+        out.contains("Missing permission: DeploymentCreate"),
+        "{out}"
+    );
+    assert!(out.contains("Testers"), "{out}");
+    let deps = s.get("/api/Spaces-1/deployments?take=100").await;
+    let to_test = deps["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["Name"].as_str().unwrap_or_default().contains("Test"))
+        .count();
+    assert!(to_test >= 2, "{deps}");
+
     let agent_dir = tempfile::tempdir().unwrap();
     let agent = run_shell_in(&s, &tour("agent"), agent_dir.path());
     let out = text(&agent);
