@@ -69,6 +69,29 @@ fn decode(s: &str) -> String {
         .to_string()
 }
 
+/// The items `keep` lets through, and one page of them (`skip`/`take`; every one when `all`),
+/// with the count of all that were kept: lists filtered in memory (what a caller may see) page
+/// after filtering so totals count only those.
+pub fn keep_page<T>(
+    items: Vec<T>,
+    keep: impl Fn(&T) -> bool,
+    skip: i64,
+    take: i64,
+    all: bool,
+) -> (Vec<T>, i64) {
+    let kept: Vec<T> = items.into_iter().filter(|i| keep(i)).collect();
+    let total = i64::try_from(kept.len()).unwrap_or(i64::MAX);
+    if all {
+        return (kept, total);
+    }
+    let page = kept
+        .into_iter()
+        .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+        .take(usize::try_from(take).unwrap_or(usize::MAX))
+        .collect();
+    (page, total)
+}
+
 /// Builds the paged envelope. `base` is the collection's path (e.g. `/api/Spaces-1/projects`),
 /// `template` its link template.
 pub fn page(

@@ -527,27 +527,18 @@ async fn rbac_matrix_over_get_routes() {
     let tb = s.deploy("Beta", "1.0.0", "Production").await;
     s.wait_task(&ta, Duration::from_secs(60)).await;
     s.wait_task(&tb, Duration::from_secs(60)).await;
-    let da = s.get(&format!("/api/tasks/{ta}")).await["Arguments"]["DeploymentId"].clone();
-    let db = s.get(&format!("/api/tasks/{tb}")).await["Arguments"]["DeploymentId"].clone();
-    let deployment =
-        |d: &Value, fallback: String| d.as_str().map(str::to_string).unwrap_or(fallback);
+    // The deployment of each task.
     let deps = s.get(&format!("{SP}/deployments")).await;
-    let dep_of = |project: &str| {
+    let deployment_of = |task: &str| {
         deps["Items"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|d| {
-                d["ProjectId"] == json!(project)
-                    && d["TaskId"] == json!(if project == id(&alpha) { &ta } else { &tb })
-            })
+            .find(|d| d["TaskId"] == json!(task))
             .map(id)
             .unwrap()
     };
-    let (da, db) = (
-        deployment(&da, dep_of(&id(&alpha))),
-        deployment(&db, dep_of(&id(&beta))),
-    );
+    let (da, db) = (deployment_of(&ta), deployment_of(&tb));
     let ta_tenant = id(&s
         .post(&format!("{SP}/tenants"), json!({"Name": "Acme"}))
         .await);

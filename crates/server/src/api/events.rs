@@ -61,7 +61,6 @@ async fn list_events(
     let params = Params::parse(raw.as_deref());
     let (skip, take) = (params.skip(), params.take());
     let visible = Visibility::of(st, ctx, space, Permission::EventView).await?;
-    let system_view = crate::authz::can(st, ctx, None, Permission::UserView, &Target::ANY).await?;
     // Dates: `from`/`to` as ISO 8601 (a bare date is its midnight UTC).
     let date = |name: &str| -> ApiResult<Option<i64>> {
         match params.get(name).map(str::trim).filter(|v| !v.is_empty()) {
@@ -107,18 +106,10 @@ async fn list_events(
         Some(v) => {
             q.skip = 0;
             q.take = None;
+            let system_view =
+                crate::authz::can(st, ctx, None, Permission::UserView, &Target::ANY).await?;
             let (all, _) = st.db.list_events(&q).await?;
-            let seen: Vec<EventRow> = all
-                .into_iter()
-                .filter(|e| event_visible(v, system_view, e))
-                .collect();
-            let total = i64::try_from(seen.len()).unwrap_or(i64::MAX);
-            let rows = seen
-                .into_iter()
-                .skip(usize::try_from(skip).unwrap_or(usize::MAX))
-                .take(usize::try_from(take).unwrap_or(usize::MAX))
-                .collect();
-            (rows, total)
+            crate::query::keep_page(all, |e| event_visible(v, system_view, e), skip, take, false)
         }
     };
     let base = match space {

@@ -165,17 +165,7 @@ pub async fn list_page_visible(
         }
         Some(v) => {
             let (all, _) = st.db.list_docs(&q).await?;
-            let seen: Vec<DocRow> = all.into_iter().filter(|r| v.doc(r)).collect();
-            let total = i64::try_from(seen.len()).unwrap_or(i64::MAX);
-            let rows = if q.ids.is_empty() {
-                seen.into_iter()
-                    .skip(usize::try_from(skip).unwrap_or(usize::MAX))
-                    .take(usize::try_from(take).unwrap_or(usize::MAX))
-                    .collect()
-            } else {
-                seen
-            };
-            (rows, total)
+            crate::query::keep_page(all, |r| v.doc(r), skip, take, !q.ids.is_empty())
         }
     };
     let items = rows.iter().map(&render).collect::<ApiResult<Vec<_>>>()?;

@@ -111,17 +111,7 @@ async fn list_tasks(
         // Filtered before paging, so totals count only what the caller may see.
         Some(v) => {
             let (all, _) = st.db.list_tasks(&q).await?;
-            let seen: Vec<TaskRow> = all.into_iter().filter(|t| v.task(t)).collect();
-            let total = i64::try_from(seen.len()).unwrap_or(i64::MAX);
-            let rows = if with_ids {
-                seen
-            } else {
-                seen.into_iter()
-                    .skip(usize::try_from(skip).unwrap_or(usize::MAX))
-                    .take(usize::try_from(take).unwrap_or(usize::MAX))
-                    .collect()
-            };
-            (rows, total)
+            crate::query::keep_page(all, |t| v.task(t), skip, take, with_ids)
         }
     };
     let base = match space {

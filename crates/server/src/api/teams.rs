@@ -383,13 +383,8 @@ fn render_grant(g: &ScopedRoleDoc) -> Value {
 
 fn page_of(item_type: &str, items: Vec<Value>, base: &str, raw: Option<&str>) -> Value {
     let params = crate::query::Params::parse(raw);
-    let total = i64::try_from(items.len()).unwrap_or(i64::MAX);
     let (skip, take) = (params.skip(), params.take());
-    let page: Vec<Value> = items
-        .into_iter()
-        .skip(usize::try_from(skip).unwrap_or(usize::MAX))
-        .take(usize::try_from(take).unwrap_or(usize::MAX))
-        .collect();
+    let (page, total) = crate::query::keep_page(items, |_| true, skip, take, false);
     crate::query::page(
         item_type,
         page,
