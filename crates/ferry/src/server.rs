@@ -448,6 +448,7 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         "Ferry {} server listening on {public_url}",
         env!("CARGO_PKG_VERSION")
     );
+    let _ = writeln!(out, "  Portal:    {public_url}/app");
     let _ = writeln!(out, "  API:       {public_url}/api");
     let _ = writeln!(out, "  Node:      {node}");
     let _ = writeln!(out, "  Thumbprint: {server_thumbprint}");
@@ -477,7 +478,8 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let _ = out.flush();
     drop(out);
 
-    ferry_server::serve(listener, state, shutdown_signal())
+    let app = ferry_portal::mount(state.clone(), ferry_server::router(state));
+    ferry_server::serve_app(listener, app, shutdown_signal())
         .await
         .context("the HTTP server failed")?;
     tracing::info!("shutting down: waiting for running tasks");

@@ -215,7 +215,16 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router(state);
+    serve_app(listener, router(state), shutdown).await
+}
+
+/// Serves `router` (the API, with anything mounted in front of it, such as the portal) on
+/// `listener` until `shutdown` resolves.
+pub async fn serve_app(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = tower::util::MapRequest::new(router, rewrite_default_space);
     axum::serve(
         listener,

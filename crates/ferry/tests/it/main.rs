@@ -24,6 +24,8 @@ mod package_deploy;
 mod packages;
 mod permissions;
 mod pg;
+mod portal;
+mod portal_client;
 mod release_diff;
 mod resilience;
 mod secrets_scan;

@@ -1,0 +1,9 @@
+//! (to be written)
+
+use axum::Router;
+
+use crate::PortalState;
+
+pub fn routes(r: Router<PortalState>) -> Router<PortalState> {
+    r
+}
