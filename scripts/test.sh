@@ -11,7 +11,12 @@ if command -v npm >/dev/null 2>&1; then
   fi
 fi
 rm -f target/tmp/rbac-matrix.txt
+rm -rf target/tmp/portal-screenshots
 cargo test --locked --workspace "$@"
 # The RBAC matrices' cell counts (the in-process one over every route, the HTTP one over GET routes).
 cargo test --locked -q -p ferry-server --lib rbac_matrix -- --nocapture 2>/dev/null | grep "RBAC matrix" || true
 cat target/tmp/rbac-matrix.txt 2>/dev/null || true
+# The browser journey's screenshots (one PNG per page visited).
+if [ -d target/tmp/portal-screenshots ]; then
+  echo "Portal screenshots: $(find target/tmp/portal-screenshots -name '*.png' | wc -l) in target/tmp/portal-screenshots"
+fi

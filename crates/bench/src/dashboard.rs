@@ -472,8 +472,21 @@ async fn seed(db: &Db, projects: usize) -> anyhow::Result<(Seeded, Vec<String>, 
     Ok((s.seeded, project_ids, envs))
 }
 
+/// Seeds the space in the server's database at `data` (the server must be stopped); returns
+/// (projects, deployments) and the environment ids. Used by `ferry-bench portal`.
+pub(crate) async fn seed_space(
+    data: &std::path::Path,
+    projects: usize,
+) -> anyhow::Result<((usize, usize), Vec<String>)> {
+    let db = Db::open(&format!("sqlite://{}", data.join("ferry.db").display())).await?;
+    db.migrate().await?;
+    let (seeded, _, envs) = seed(&db, projects).await?;
+    db.close().await;
+    Ok(((seeded.projects, seeded.deployments), envs))
+}
+
 /// Percentile `p` (0–100) of sorted samples, nearest rank.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

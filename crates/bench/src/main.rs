@@ -10,6 +10,7 @@ mod api;
 mod dashboard;
 mod foundation;
 mod packages;
+mod portal;
 mod procfs;
 mod report;
 mod server;
@@ -30,6 +31,7 @@ usage: ferry-bench foundation [--ferry PATH] [--runs N] [--deployments N] [--jso
        ferry-bench agents [--ferry PATH] [--runs N] [--idle N] [--targets N] [--json]
        ferry-bench ssh [--ferry PATH] [--targets N] [--size-mb M] [--skip-peers] [--json]
        ferry-bench dashboard [--ferry PATH] [--projects N] [--samples N] [--keep]
+       ferry-bench portal [--ferry PATH] [--projects N] [--samples N]
 
   --ferry PATH       the ferry binary (default: ferry next to this binary)
   --runs N           cold starts of each kind, new and existing data directory (default 10)
@@ -51,7 +53,12 @@ dashboard: GET /dashboard latency on a space seeded directly through ferry-store
   --projects N       projects (in N/10 project groups; 5 environments, 50 releases each,
                      100 tenants) (default 1000)
   --samples N        timed requests per scenario, after 5 warm-ups (default 300)
-  --keep             keep the seeded data directory and say where it is";
+  --keep             keep the seeded data directory and say where it is
+
+portal: every portal page's latency, signed in, on the dashboard's data set (plus one project
+with a real deployment, added through the API)
+  --projects N       projects (default 1000)
+  --samples N        timed requests per page, after 3 warm-ups (default 50)";
 
 struct Args {
     options: foundation::Options,
@@ -164,6 +171,9 @@ async fn run() -> anyhow::Result<()> {
     }
     if argv.first().map(String::as_str) == Some("dashboard") {
         return run_dashboard(&argv[1..]).await;
+    }
+    if argv.first().map(String::as_str) == Some("portal") {
+        return run_portal(&argv[1..]).await;
     }
     if argv.first().map(String::as_str) == Some("agents") {
         return run_agents(&argv[1..]).await;
@@ -381,6 +391,52 @@ async fn run_dashboard(argv: &[String]) -> anyhow::Result<()> {
     let metrics = dashboard::run(&options, &progress).await?;
     println!(
         "Ferry dashboard benchmark, {}, {} CPUs ({}), release build",
+        timefmt::today_utc(),
+        std::thread::available_parallelism().map_or(0, usize::from),
+        procfs::cpu_model()
+    );
+    println!("{}", report::table(&metrics));
+    println!("(took {:.0} s)", began.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `ferry-bench portal [--ferry PATH] [--projects N] [--samples N]`.
+async fn run_portal(argv: &[String]) -> anyhow::Result<()> {
+    let mut options = portal::Options {
+        ferry: PathBuf::new(),
+        projects: 1000,
+        samples: 50,
+    };
+    let mut ferry = None;
+    let mut args = argv.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--ferry" => ferry = Some(PathBuf::from(value("--ferry")?)),
+            "--projects" => options.projects = positive(&value("--projects")?, "--projects")?,
+            "--samples" => options.samples = positive(&value("--samples")?, "--samples")?,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown option '{other}'\n{USAGE}"),
+        }
+    }
+    options.ferry = match ferry {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .context("cannot tell where this binary is; pass --ferry PATH")?
+            .with_file_name("ferry"),
+    };
+    let began = Instant::now();
+    let progress = |m: &str| eprintln!("[{:5.1} s] {m}", began.elapsed().as_secs_f64());
+    let metrics = portal::run(&options, &progress).await?;
+    println!(
+        "Ferry portal benchmark, {}, {} CPUs ({}), release build",
         timefmt::today_utc(),
         std::thread::available_parallelism().map_or(0, usize::from),
         procfs::cpu_model()

@@ -55,10 +55,15 @@
     if (live && window.EventSource) {
       var es = new EventSource(live.getAttribute("data-live"));
       es.addEventListener("task", function (ev) {
-        var open = {};
+        // Keep what the user opened, typed and focused across the swap.
+        var open = {}, typed = {};
+        var focused = document.activeElement && live.contains(document.activeElement) ? document.activeElement.id : "";
         live.querySelectorAll("details[id]").forEach(function (d) { open[d.id] = d.open; });
+        live.querySelectorAll("textarea[id], input[id]:not([type=hidden])").forEach(function (el) { typed[el.id] = el.value; });
         live.innerHTML = ev.data;
         live.querySelectorAll("details[id]").forEach(function (d) { if (d.id in open) { d.open = open[d.id]; } });
+        Object.keys(typed).forEach(function (id) { var el = document.getElementById(id); if (el && typed[id]) { el.value = typed[id]; } });
+        if (focused) { var f = document.getElementById(focused); if (f) { f.focus(); } }
       });
       es.addEventListener("done", function () { es.close(); live.setAttribute("data-finished", "true"); });
       es.onerror = function () { /* the browser reconnects by itself */ };

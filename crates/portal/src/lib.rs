@@ -69,6 +69,29 @@ async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
+async fn not_found() -> Response {
+    pages::error_page(&ctx::ApiFailure::new(
+        404,
+        "There is no portal page at this address.",
+    ))
+}
+
+/// Adds `Server-Timing: page;dur=…` (milliseconds from the request to the response head), which
+/// `ferry-bench portal` reads, and keeps pages out of shared caches.
+async fn server_timing(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let began = std::time::Instant::now();
+    let mut resp = next.run(req).await;
+    let ms = began.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(v) = HeaderValue::from_str(&format!("page;dur={ms:.1}")) {
+        resp.headers_mut().insert("server-timing", v);
+    }
+    if !resp.headers().contains_key(header::CACHE_CONTROL) {
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
 /// The portal's routes in front of `api` (the API router, which answers everything else).
 pub fn mount(st: AppState, api: Router) -> Router {
     let state = PortalState {
@@ -77,9 +100,21 @@ pub fn mount(st: AppState, api: Router) -> Router {
     };
     let portal = pages::routes()
         .route("/app/assets/{name}", get(asset))
+        .layer(axum::middleware::from_fn(server_timing))
         .with_state(state);
     Router::new()
         .route("/", get(|| async { Redirect::to("/app") }))
         .merge(portal)
-        .fallback_service(api)
+        .fallback(move |req: axum::extract::Request| {
+            let api = api.clone();
+            async move {
+                if req.uri().path().starts_with("/app/") {
+                    return not_found().await;
+                }
+                match tower::ServiceExt::oneshot(api, req).await {
+                    Ok(r) => r,
+                    Err(e) => match e {},
+                }
+            }
+        })
 }
