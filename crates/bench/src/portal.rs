@@ -183,7 +183,8 @@ async fn furnish(h: &Http, envs: &[String]) -> anyhow::Result<Vec<(String, Strin
         })
         .collect();
     vars["Variables"] = json!(list);
-    h.put(&format!("/api/{SPACE}/projects/{pid}/variables"), vars)
+    let set = id(&vars);
+    h.put(&format!("/api/{SPACE}/variables/{set}"), vars)
         .await?;
     let release = h
         .post(

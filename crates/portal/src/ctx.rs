@@ -180,7 +180,7 @@ impl Viewer {
         }
         let mut req = req.body(body).unwrap_or_default();
         if let Some(p) = &self.peer {
-            req.extensions_mut().insert(p.clone());
+            req.extensions_mut().insert(*p);
         }
         req
     }

@@ -214,10 +214,6 @@ impl Browser {
         }
     }
 
-    pub async fn source(&self) -> String {
-        self.c.source().await.unwrap()
-    }
-
     /// Signs in through the sign-in form.
     pub async fn sign_in(&mut self, user: &str, password: &str) {
         self.goto("/app").await;

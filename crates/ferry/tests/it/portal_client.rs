@@ -10,13 +10,23 @@ use serde_json::json;
 
 use crate::harness::Server;
 
-/// The admin password the server printed at its first start.
+/// The admin password the server printed at its first start (it prints it just after it says
+/// it is listening, so this waits for the line).
 pub fn admin_password(s: &Server) -> String {
-    let out = s.output_text();
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix("Admin password:"))
-        .map(|p| p.trim().to_string())
-        .unwrap_or_else(|| panic!("no admin password in the server's output:\n{out}"))
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = s.output_text();
+        if let Some(p) = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Admin password:"))
+        {
+            return p.trim().to_string();
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("no admin password in the server's output:\n{out}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Creates an active user with a password through the API (as admin) and returns its id.

@@ -117,6 +117,7 @@ async fn users_teams_profile_and_audit() {
     let denied = tess.get("/app/configuration/users?space=Spaces-1").await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN, "{}", denied.body);
     assert!(denied.body.contains("UserView"), "{}", denied.body);
+    assert!(denied.body.contains("/app/profile"), "{}", denied.body);
     let teams = tess.get("/app/configuration/teams?space=Spaces-1").await;
     assert!(!teams.body.contains("team-create"), "{}", teams.body);
     let tenants = tess.get("/app/Spaces-1/tenants").await;
@@ -160,13 +161,16 @@ async fn users_teams_profile_and_audit() {
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     let t = s.get(&format!("/api/teams/{team_id}")).await;
     assert_eq!(t["MemberUserIds"], json!([tess_id]));
-    let grants = s.get("/api/scopeduserroles?take=100").await;
-    let g = grants["Items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["TeamId"] == team_id.as_str())
-        .unwrap_or_else(|| panic!("no grant for {team_id}: {grants}"));
+    let grants = s
+        .get(&format!("/api/teams/{team_id}/scopeduserroles"))
+        .await;
+    let g = s
+        .get(&format!(
+            "/api/scopeduserroles/{}",
+            grants["Items"][0]["Id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(g["TeamId"], team_id.as_str());
     assert_eq!(g["EnvironmentIds"], json!([test_env]));
     assert_eq!(g["UserRoleId"], "userroles-projectviewer");
     let page = admin
@@ -486,6 +490,17 @@ async fn tenants_and_secrets_never_reach_a_page() {
             "{path} shows the header value"
         );
     }
+
+    // The audit log filtered by a project's name.
+    let by_project = admin
+        .html("/app/configuration/audit?space=Spaces-1&project=Shop")
+        .await;
+    assert!(by_project.contains("Shop"), "{by_project}");
+    assert!(!by_project.contains("Acme"), "{by_project}");
+    let r = admin
+        .get("/app/configuration/audit?space=Spaces-1&project=NoSuchProject")
+        .await;
+    assert!(r.body.contains("id=\"audit-filter-error\""), "{}", r.body);
 
     // Disconnect and delete.
     let r = admin

@@ -9,6 +9,17 @@ use serde_json::{Value, json};
 use crate::harness::Server;
 use crate::portal_client::{Portal, admin_password, create_user};
 
+/// The admin password, once the server has printed it (its output is read by another thread).
+async fn password(s: &Server) -> String {
+    for _ in 0..100 {
+        if s.output_text().contains("Admin password:") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    admin_password(s)
+}
+
 /// The session and CSRF cookies of a browser signed in as `username` (for multipart posts,
 /// which the form client does not send).
 async fn cookies(s: &Server, username: &str, password: &str) -> (String, String) {
@@ -80,7 +91,7 @@ fn names(v: &Value) -> Vec<String> {
 #[tokio::test]
 async fn environments_created_reordered_and_errors_shown() {
     let s = Server::start();
-    let p = Portal::sign_in(&s, "admin", &admin_password(&s)).await;
+    let p = Portal::sign_in(&s, "admin", &password(&s).await).await;
     let list = p.html("/app/Spaces-1/infrastructure/environments").await;
     assert!(list.contains("No environments yet"), "{list}");
     assert!(list.contains("id=\"env-create\""), "{list}");
@@ -185,7 +196,7 @@ async fn environments_created_reordered_and_errors_shown() {
 #[tokio::test]
 async fn package_upload_and_step_template_import() {
     let s = Server::start();
-    let pw = admin_password(&s);
+    let pw = password(&s).await;
     let p = Portal::sign_in(&s, "admin", &pw).await;
     let page = p.html("/app/Spaces-1/library/packages").await;
     assert!(page.contains("data-upload"), "{page}");
@@ -225,6 +236,21 @@ async fn package_upload_and_step_template_import() {
     let (status, _, body) = post_multipart(&s, &cookie, &upload, form()).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body.contains("id=\"upload-error\""), "{body}");
+    // Sent by the page's script: the API's error as JSON, for the form's status line.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}{upload}", s.url))
+        .header("cookie", &cookie)
+        .header("X-Ferry-Upload", "xhr")
+        .multipart(form())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let err: Value = r.json().await.unwrap();
+    assert!(err["ErrorMessage"].as_str().unwrap().len() > 5, "{err}");
     // Without the CSRF token the API refuses.
     let (status, _, _) =
         post_multipart(&s, &cookie, "/app/Spaces-1/library/packages/upload", form()).await;
@@ -289,7 +315,7 @@ async fn package_upload_and_step_template_import() {
 #[tokio::test]
 async fn every_page_answers_and_permissions_hide_forms() {
     let s = Server::start();
-    let p = Portal::sign_in(&s, "admin", &admin_password(&s)).await;
+    let p = Portal::sign_in(&s, "admin", &password(&s).await).await;
     let env = s.create_environment("Development").await;
     let env_id = env["Id"].as_str().unwrap().to_string();
 
@@ -431,6 +457,31 @@ async fn every_page_answers_and_permissions_hide_forms() {
         let html = p.html(path).await;
         assert!(html.contains("class=\"tabs\""), "{path}: {html}");
     }
+    // The machine policy's basic fields: a too-short interval is refused next to the field.
+    let policy_page = format!("/app/Spaces-1/infrastructure/machinepolicies/{policy}");
+    let r = p
+        .post(
+            &policy_page,
+            &[("name", "Default Machine Policy"), ("interval", "00:00:10")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains("field-error"), "{}", r.body);
+    let r = p
+        .post(
+            &policy_page,
+            &[("name", "Default Machine Policy"), ("interval", "00:20:00")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let saved = s
+        .get(&format!("/api/Spaces-1/machinepolicies/{policy}"))
+        .await;
+    assert_eq!(
+        saved["MachineHealthCheckPolicy"]["HealthCheckInterval"],
+        "00:20:00"
+    );
+
     // A health check queues a task.
     let r = p.post(&format!("{target}/health"), &[]).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
@@ -454,14 +505,30 @@ async fn every_page_answers_and_permissions_hide_forms() {
             .contains("Linux pool")
     );
 
-    // A user in no team: no create forms, no delete buttons.
+    // A user in no team, and a viewer (Project viewer in a team): no create forms, no
+    // delete buttons; the viewer reads every page.
     create_user(&s, "nobody", "Nobody-Passw0rd!").await;
-    let u = Portal::sign_in(&s, "nobody", "Nobody-Passw0rd!").await;
+    let nobody = Portal::sign_in(&s, "nobody", "Nobody-Passw0rd!").await;
+    let viewer_id = create_user(&s, "vera", "Vera-Passw0rd!").await;
+    let team = s
+        .post(
+            "/api/Spaces-1/teams",
+            json!({"Name": "Readers", "MemberUserIds": [viewer_id]}),
+        )
+        .await;
+    s.post(
+        "/api/Spaces-1/scopeduserroles",
+        json!({"TeamId": team["Id"], "UserRoleId": "userroles-projectviewer", "SpaceId": "Spaces-1"}),
+    )
+    .await;
+    let vera = Portal::sign_in(&s, "vera", "Vera-Passw0rd!").await;
     for (path, ids) in [
         (
             "/app/Spaces-1/infrastructure/environments",
-            &["env-create", "Move up"][..],
+            &["env-create", "Move up", "Delete"][..],
         ),
+        (target.as_str(), &["target-health", "target-delete"][..]),
+        (set.as_str(), &["var-add", "varset-delete"][..]),
         ("/app/Spaces-1/infrastructure/targets", &["target-add"][..]),
         (
             "/app/Spaces-1/infrastructure/targets/new",
@@ -480,9 +547,13 @@ async fn every_page_answers_and_permissions_hide_forms() {
             &["pool-create"][..],
         ),
     ] {
-        let page = u.get(path).await;
+        let page = nobody.get(path).await;
         for id in ids {
             assert!(!page.body.contains(id), "{path} shows {id} to nobody");
+        }
+        let page = vera.html(path).await;
+        for id in ids {
+            assert!(!page.contains(id), "{path} shows {id} to a viewer");
         }
     }
 }

@@ -91,8 +91,14 @@ async fn create_release_deploy_and_follow_the_task() {
     let test = id(&s.create_environment("Test").await);
     let project = s.create_project("Web").await;
     let pid = id(&project);
-    s.set_scripts("Web", &[("Say", "echo hello from the portal")])
-        .await;
+    s.set_scripts(
+        "Web",
+        &[(
+            "Say",
+            "echo hello from the portal; echo report > out.txt; new_octopusartifact out.txt",
+        )],
+    )
+    .await;
     let pw = admin_password(&s);
     let p = Portal::sign_in(&s, "admin", &pw).await;
 
@@ -227,6 +233,13 @@ async fn create_release_deploy_and_follow_the_task() {
         "finished: no cancel\n{html}"
     );
     assert!(!html.contains("http-equiv=\"refresh\""), "{html}");
+    // The artifact, with a download link.
+    assert!(html.contains("id=\"task-artifacts\""), "{html}");
+    let link = attr_with_prefix(&html, "/api/Spaces-1/artifacts/").expect("a download link");
+    assert!(link.ends_with("/content"), "{link}");
+    let (st, body) = s.request("GET", &link, None).await;
+    assert!(st.is_success(), "{st} {body}");
+    assert!(body.to_string().contains("report"), "{body}");
 
     // The live stream of a finished task: a `task` event, then `done`, then it ends.
     let cookies = cookie_header(&s, "admin", &pw).await;
@@ -263,6 +276,23 @@ async fn create_release_deploy_and_follow_the_task() {
         .html(&format!("{APP}/tasks?state=Success&project={pid}"))
         .await;
     assert!(ok.contains(&format!("id=\"task-{task_id}\"")), "{ok}");
+    let bad_time = p
+        .post(
+            &format!("{APP}/releases/{rid}/deploy"),
+            &[("environment", &test), ("queue_time", "soon")],
+        )
+        .await;
+    assert_eq!(
+        bad_time.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        bad_time.body
+    );
+    assert!(
+        bad_time.body.contains("deploy-queue-error"),
+        "{}",
+        bad_time.body
+    );
     let failed = p.html(&format!("{APP}/tasks?state=Failed")).await;
     assert!(failed.contains("tasks-empty"), "{failed}");
 
@@ -586,6 +616,7 @@ async fn prompted_variables_are_asked_on_the_deploy_form() {
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
     assert!(bad.body.contains("Say what"), "{}", bad.body);
+    assert!(bad.body.contains("prompt-error-1"), "{}", bad.body);
     assert!(bad.body.contains("deploy-error"), "{}", bad.body);
     let ok = p
         .post(
@@ -604,4 +635,164 @@ async fn prompted_variables_are_asked_on_the_deploy_form() {
     assert!(html.contains("greeting=hello there"), "{html}");
     let deps = s.get(&format!("{SP}/releases/{rid}/deployments")).await;
     assert_eq!(deps["Items"][0]["UseGuidedFailure"], true, "{deps}");
+}
+
+#[tokio::test]
+async fn a_running_task_is_cancelled_from_its_page() {
+    let s = Server::start();
+    s.create_environment("Test").await;
+    s.create_project("Slow").await;
+    s.set_scripts("Slow", &[("Wait", "echo waiting; sleep 60")])
+        .await;
+    s.create_release("Slow", "1.0.0").await;
+    let task = s.deploy("Slow", "1.0.0", "Test").await;
+    let p = Portal::sign_in(&s, "admin", &admin_password(&s)).await;
+    let path = format!("{APP}/tasks/{task}");
+    let html = page_until(&p, &path, "waiting", Duration::from_secs(60)).await;
+    assert_eq!(task_state(&html), "Running", "{html}");
+    assert!(html.contains("id=\"task-cancel\""), "{html}");
+    assert!(html.contains("http-equiv=\"refresh\""), "{html}");
+    let tasks = p.html(&format!("{APP}/tasks?state=Executing")).await;
+    assert!(tasks.contains(&format!("id=\"task-{task}\"")), "{tasks}");
+    let r = p.post(&format!("{path}/cancel"), &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location, path);
+    let t = s.wait_task(&task, Duration::from_secs(60)).await;
+    assert_eq!(t["State"], "Canceled", "{t}");
+    let html = p.html(&path).await;
+    assert_eq!(task_state(&html), "Cancelled", "{html}");
+    assert!(!html.contains("id=\"task-cancel\""), "{html}");
+    // Without the CSRF token the API refuses, shown on the task page.
+    let r = p.post_raw(&format!("{path}/cancel"), &[]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+}
+
+#[tokio::test]
+async fn only_responsible_teams_get_the_interruption_buttons() {
+    let s = Server::start();
+    s.create_environment("Production").await;
+    s.create_project("Gated").await;
+    let ann = create_user(&s, "ann", "correct horse battery").await;
+    let bob = create_user(&s, "bob", "correct horse battery").await;
+    let approvers = id(&s
+        .post(
+            &format!("{SP}/teams"),
+            json!({"Name": "Approvers", "MemberUserIds": [ann]}),
+        )
+        .await);
+    let deployers = id(&s
+        .post(
+            &format!("{SP}/teams"),
+            json!({"Name": "Deployers", "MemberUserIds": [ann, bob]}),
+        )
+        .await);
+    s.post(
+        &format!("{SP}/scopeduserroles"),
+        json!({"TeamId": deployers, "UserRoleId": "userroles-projectdeployer", "SpaceId": "Spaces-1"}),
+    )
+    .await;
+    s.put(
+        &format!("{SP}/projects/Gated/deploymentprocesses"),
+        json!({"Steps": [
+            {"Name": "Approve", "Actions": [{"ActionType": "Octopus.Manual", "Properties": {
+                "Octopus.Action.Manual.Instructions": "Approve it",
+                "Octopus.Action.Manual.ResponsibleTeamIds": approvers}}]}
+        ]}),
+    )
+    .await;
+    s.create_release("Gated", "1.0.0").await;
+    let task = s.deploy("Gated", "1.0.0", "Production").await;
+    let path = format!("{APP}/tasks/{task}");
+
+    let bp = Portal::sign_in(&s, "bob", "correct horse battery").await;
+    let html = page_until(&bp, &path, "Approve it", Duration::from_secs(60)).await;
+    assert!(html.contains("id=\"interruption-denied-"), "{html}");
+    assert!(!html.contains("id=\"interruption-Proceed\""), "{html}");
+    let iid = attr_with_prefix(&html, "interruption-denied-Interruptions-")
+        .unwrap()
+        .trim_start_matches("interruption-denied-")
+        .to_string();
+    // Posting anyway: the API's refusal is shown on the task page.
+    let r = bp
+        .post(
+            &format!("{APP}/interruptions/{iid}"),
+            &[("result", "Proceed"), ("notes", "")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(r.body.contains("task-action-error"), "{}", r.body);
+    assert!(r.body.contains("Approvers"), "{}", r.body);
+
+    let ap = Portal::sign_in(&s, "ann", "correct horse battery").await;
+    let html = ap.html(&path).await;
+    assert!(html.contains("id=\"interruption-Proceed\""), "{html}");
+    let r = ap
+        .post(
+            &format!("{APP}/interruptions/{iid}"),
+            &[("result", "Proceed"), ("notes", "fine")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let t = s.wait_task(&task, Duration::from_secs(60)).await;
+    assert_eq!(t["State"], "Success", "{t}");
+}
+
+#[tokio::test]
+async fn tenanted_deployments_choose_tenants() {
+    let s = Server::start();
+    let dev = id(&s.create_environment("Development").await);
+    let shop = s
+        .post(
+            &format!("{SP}/projects"),
+            json!({"Name": "Shop", "TenantedDeploymentMode": "Tenanted"}),
+        )
+        .await;
+    let shop_id = id(&shop);
+    s.set_scripts(
+        "Shop",
+        &[("Hi", "echo hi #{Octopus.Deployment.Tenant.Name}")],
+    )
+    .await;
+    let mut tenants = Vec::new();
+    for name in ["Acme", "Globex"] {
+        tenants.push(id(&s
+            .post(
+                &format!("{SP}/tenants"),
+                json!({"Name": name, "ProjectEnvironments": {&shop_id: [dev]}}),
+            )
+            .await));
+    }
+    s.create_release("Shop", "1.0.0").await;
+    let rid = id(&s
+        .get(&format!("{SP}/projects/{shop_id}/releases/1.0.0"))
+        .await);
+    let p = Portal::sign_in(&s, "admin", &admin_password(&s)).await;
+    let page = p.html(&format!("{APP}/releases/{rid}")).await;
+    assert!(page.contains(&format!("id=\"deploy-{dev}\"")), "{page}");
+    let form = p
+        .html(&format!("{APP}/releases/{rid}/deploy?environment={dev}"))
+        .await;
+    for t in &tenants {
+        assert!(
+            form.contains(&format!("id=\"deploy-tenant-{t}\"")),
+            "{form}"
+        );
+    }
+    // Two tenants: two tasks, back to the release page, which lists both.
+    let r = p
+        .post(
+            &format!("{APP}/releases/{rid}/deploy"),
+            &[
+                ("environment", &dev),
+                ("tenant", &tenants[0]),
+                ("tenant", &tenants[1]),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location, format!("{APP}/releases/{rid}"));
+    let page = p.html(&r.location).await;
+    assert!(page.contains("Acme") && page.contains("Globex"), "{page}");
+    let deps = s.get(&format!("{SP}/releases/{rid}/deployments")).await;
+    assert_eq!(deps["TotalResults"], 2, "{deps}");
 }

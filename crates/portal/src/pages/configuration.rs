@@ -218,7 +218,13 @@ struct CfgQuery {
     skip: i64,
     #[serde(default)]
     q: String,
+    /// Finds projects by name (team grants).
+    #[serde(default)]
+    pq: String,
 }
+
+/// Projects offered by a select at once (a search finds others): never every project.
+const PROJECTS_SHOWN: i64 = 50;
 
 fn space_of(s: &str) -> String {
     if ferry_domain::ids::is_space_id(s) {
@@ -273,6 +279,26 @@ fn forbidden(f: ApiFailure, what: &str) -> PageError {
     } else {
         PageError::Api(f)
     }
+}
+
+#[derive(Template)]
+#[template(path = "configuration/forbidden.html")]
+struct ForbiddenPage {
+    chrome: Chrome,
+    tabs: Vec<Tab>,
+    message: String,
+    detail: String,
+}
+
+/// A 403 inside the configuration section (its tabs stay, so the profile is a click away).
+fn forbidden_page(chrome: Chrome, tabs: Vec<Tab>, what: &str, f: &ApiFailure) -> Response {
+    let p = ForbiddenPage {
+        chrome,
+        tabs,
+        message: format!("You need the {what} permission to see this page."),
+        detail: f.text(),
+    };
+    with_status(render(&p), Some(StatusCode::FORBIDDEN))
 }
 
 // ---- users ----
@@ -346,7 +372,18 @@ async fn users_page(
         viewer.get(&api),
         viewer.can(None, Permission::UserEdit, &Target::ANY),
     );
-    let list = list.map_err(|f| forbidden(f, "UserView"))?;
+    let list = match list {
+        Ok(l) => l,
+        Err(f) if f.status == 403 => {
+            return Ok(forbidden_page(
+                chrome,
+                tabs(&space, "Users"),
+                "UserView",
+                &f,
+            ));
+        }
+        Err(f) => return Err(f.into()),
+    };
     let total = list
         .get("TotalResults")
         .and_then(Value::as_i64)
@@ -581,7 +618,18 @@ async fn teams_page(
         viewer.get(&api),
         viewer.checker(),
     );
-    let list = list.map_err(|f| forbidden(f, "TeamView"))?;
+    let list = match list {
+        Ok(l) => l,
+        Err(f) if f.status == 403 => {
+            return Ok(forbidden_page(
+                chrome,
+                tabs(&space, "Teams"),
+                "TeamView",
+                &f,
+            ));
+        }
+        Err(f) => return Err(f.into()),
+    };
     let (can_create_system, can_create_space) = match &checker {
         Ok(c) => (
             c.can(None, Permission::UserEdit, &Target::ANY),
@@ -692,6 +740,8 @@ struct TeamPage {
     roles: Vec<(String, String)>,
     environments: Vec<(String, String)>,
     projects: Vec<(String, String)>,
+    more_projects: bool,
+    project_query: String,
     tenants: Vec<(String, String)>,
     scope_space: String,
     scope_space_name: String,
@@ -731,8 +781,11 @@ async fn show_team(
     };
     let grants_path = format!("/api/teams/{tid}/scopeduserroles?take=200");
     let envs_path = format!("/api/{scope_space}/environments/all");
-    let projects_path = format!("/api/{scope_space}/projects?take=500");
-    let tenants_path = format!("/api/{scope_space}/tenants?take=500");
+    let mut projects_path = format!("/api/{scope_space}/projects?take={PROJECTS_SHOWN}");
+    if !q.pq.trim().is_empty() {
+        projects_path.push_str(&format!("&partialName={}", url_encode(q.pq.trim())));
+    }
+    let tenants_path = format!("/api/{scope_space}/tenants?take=200");
     let (chrome, grants, roles, users, envs, projects, tenants, checker) = tokio::join!(
         viewer.chrome(
             &space,
@@ -748,6 +801,31 @@ async fn show_team(
         viewer.checker(),
     );
     let grants = grants.unwrap_or(Value::Null);
+    // The names of the projects the grants name (they may not be on the page of projects).
+    let mut granted: Vec<String> = items(&grants)
+        .iter()
+        .flat_map(|g| strs(g, "ProjectIds"))
+        .collect();
+    granted.sort();
+    granted.dedup();
+    let granted_projects = if granted.is_empty() {
+        Vec::new()
+    } else {
+        let path = format!(
+            "/api/{scope_space}/projects?ids={}",
+            granted
+                .iter()
+                .map(|g| url_encode(g))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        pairs(&viewer.get(&path).await.unwrap_or(Value::Null))
+    };
+    let projects = projects.unwrap_or(Value::Null);
+    let more_projects = projects
+        .get("TotalResults")
+        .and_then(Value::as_i64)
+        .is_some_and(|n| n > PROJECTS_SHOWN);
     let roles = pairs(&roles.unwrap_or(Value::Null));
     let users: Vec<(String, String)> = items(&users.unwrap_or(Value::Null))
         .iter()
@@ -759,12 +837,13 @@ async fn show_team(
         })
         .collect();
     let environments = pairs(&envs.unwrap_or(Value::Null));
-    let projects = pairs(&projects.unwrap_or(Value::Null));
+    let projects = pairs(&projects);
     let tenants = pairs(&tenants.unwrap_or(Value::Null));
     let names: HashMap<&str, &str> = roles
         .iter()
         .chain(environments.iter())
         .chain(projects.iter())
+        .chain(granted_projects.iter())
         .chain(tenants.iter())
         .chain(chrome.spaces.iter())
         .map(|(a, b)| (a.as_str(), b.as_str()))
@@ -860,6 +939,8 @@ async fn show_team(
         roles,
         environments,
         projects,
+        more_projects,
+        project_query: q.pq.clone(),
         tenants,
         can_change_members: b(&team, "CanChangeMembers"),
         everyone: s(&team, "Id") == "teams-everyone",
@@ -1261,9 +1342,9 @@ struct AuditPage {
     pager: Pager,
     q: AuditQuery,
     users: Vec<(String, String)>,
-    projects: Vec<(String, String)>,
     environments: Vec<(String, String)>,
     categories: Vec<&'static str>,
+    filter_error: String,
     filtered: bool,
 }
 
@@ -1335,12 +1416,29 @@ fn changes_of(details: &Value) -> (Vec<Change>, String) {
 async fn audit(viewer: Viewer, Query(q): Query<AuditQuery>) -> PageResult {
     let space = space_of(&q.space);
     let skip = q.skip.max(0);
+    // The project filter takes a name (or an id): the name is looked up, never a list of
+    // every project.
+    let mut filter_error = String::new();
+    let project_id = match q.project.trim() {
+        "" => String::new(),
+        p if p.starts_with("Projects-") => p.to_string(),
+        p => {
+            let path = format!("/api/{space}/projects?take=1&name={}", url_encode(p));
+            match viewer.get(&path).await.ok().as_ref().map(items) {
+                Some([found, ..]) => s(found, "Id"),
+                _ => {
+                    filter_error = format!("There is no project named “{p}” in this space.");
+                    String::new()
+                }
+            }
+        }
+    };
     let mut filters = String::new();
     for (api_name, v) in [
         ("from", &q.from),
         ("to", &q.to),
         ("users", &q.user),
-        ("projects", &q.project),
+        ("projects", &project_id),
         ("environments", &q.environment),
         ("eventCategories", &q.category),
     ] {
@@ -1349,16 +1447,31 @@ async fn audit(viewer: Viewer, Query(q): Query<AuditQuery>) -> PageResult {
         }
     }
     let api = format!("/api/events?skip={skip}&take={PER_PAGE}{filters}");
-    let projects_path = format!("/api/{space}/projects?take=500");
     let envs_path = format!("/api/{space}/environments/all");
-    let (chrome, events, users, projects, envs) = tokio::join!(
+    let (chrome, events, users, envs) = tokio::join!(
         viewer.chrome(&space, "configuration", "Audit"),
-        viewer.get(&api),
+        async {
+            if filter_error.is_empty() {
+                viewer.get(&api).await
+            } else {
+                Ok(Value::Null)
+            }
+        },
         viewer.get("/api/users?take=500"),
-        viewer.get(&projects_path),
         viewer.get(&envs_path),
     );
-    let events = events.map_err(|f| forbidden(f, "EventView"))?;
+    let events = match events {
+        Ok(l) => l,
+        Err(f) if f.status == 403 => {
+            return Ok(forbidden_page(
+                chrome,
+                tabs(&space, "Audit"),
+                "EventView",
+                &f,
+            ));
+        }
+        Err(f) => return Err(f.into()),
+    };
     let total = events
         .get("TotalResults")
         .and_then(Value::as_i64)
@@ -1400,10 +1513,10 @@ async fn audit(viewer: Viewer, Query(q): Query<AuditQuery>) -> PageResult {
         tabs: tabs(&space, "Audit"),
         events: views,
         pager: pager(&base, skip, PER_PAGE, total, "Events"),
-        filtered: !filters.is_empty(),
+        filtered: !filters.is_empty() || !filter_error.is_empty(),
+        filter_error,
         q,
         users,
-        projects: pairs(&projects.unwrap_or(Value::Null)),
         environments: pairs(&envs.unwrap_or(Value::Null)),
         categories: CATEGORIES.to_vec(),
     };
@@ -1492,7 +1605,18 @@ async fn subs_page(
         viewer.get(&api),
         viewer.can(Some(&space), Permission::SubscriptionCreate, &Target::ANY),
     );
-    let list = list.map_err(|f| forbidden(f, "SubscriptionView"))?;
+    let list = match list {
+        Ok(l) => l,
+        Err(f) if f.status == 403 => {
+            return Ok(forbidden_page(
+                chrome,
+                tabs(&space, "Subscriptions"),
+                "SubscriptionView",
+                &f,
+            ));
+        }
+        Err(f) => return Err(f.into()),
+    };
     let total = list
         .get("TotalResults")
         .and_then(Value::as_i64)

@@ -66,7 +66,7 @@ pub fn routes(r: Router<PortalState>) -> Router<PortalState> {
     )
     .route(
         "/app/{space}/infrastructure/machinepolicies/{id}",
-        get(machine_policy),
+        get(machine_policy).post(edit_machine_policy),
     )
 }
 
@@ -1181,9 +1181,17 @@ async fn machine_policies(
 struct PolicyPage {
     chrome: Chrome,
     tab: &'static str,
+    id: String,
     name: String,
     description: String,
     settings: Vec<(String, String)>,
+    can_edit: bool,
+    error: String,
+    name_error: String,
+    interval_error: String,
+    f_name: String,
+    f_description: String,
+    f_interval: String,
 }
 
 /// A JSON object's settings as `Section › Field` = value rows (links and ids left out).
@@ -1210,26 +1218,95 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
-async fn machine_policy(viewer: Viewer, Path((space, id)): Path<(String, String)>) -> PageResult {
-    let (chrome, p) = tokio::join!(
-        viewer.chrome(&space, "infrastructure", "Machine policy"),
+async fn policy_page(
+    viewer: &Viewer,
+    space: &str,
+    id: &str,
+    failed: Option<(&FormData, &ApiFailure)>,
+) -> PageResult {
+    let (chrome, p, checker) = tokio::join!(
+        viewer.chrome(space, "infrastructure", "Machine policy"),
         fetch(
-            &viewer,
-            format!("/api/{space}/machinepolicies/{}", url_encode(&id))
+            viewer,
+            format!("/api/{space}/machinepolicies/{}", url_encode(id))
         ),
+        viewer.checker(),
     );
     let p = p?;
     let mut settings = Vec::new();
     flatten("", &p, &mut settings);
+    let checker = checker.ok();
+    let interval = p
+        .get("MachineHealthCheckPolicy")
+        .map(|h| s(h, "HealthCheckInterval"))
+        .unwrap_or_default();
+    let (error, name_error, interval_error, f_name, f_description, f_interval) = match failed {
+        Some((f, e)) => (
+            e.text(),
+            field_error(e, &["Name"]),
+            field_error(e, &["MachineHealthCheckPolicy.HealthCheckInterval"]),
+            f.get("name"),
+            f.get("description"),
+            f.get("interval"),
+        ),
+        None => (
+            String::new(),
+            String::new(),
+            String::new(),
+            s(&p, "Name"),
+            s(&p, "Description"),
+            interval,
+        ),
+    };
     let mut chrome = chrome;
     chrome.title = s(&p, "Name");
     page(&PolicyPage {
         chrome,
         tab: "machinepolicies",
+        id: s(&p, "Id"),
         name: s(&p, "Name"),
         description: s(&p, "Description"),
         settings,
+        can_edit: may(&checker, space, Permission::MachinePolicyEdit),
+        error,
+        name_error,
+        interval_error,
+        f_name,
+        f_description,
+        f_interval,
     })
+}
+
+async fn machine_policy(viewer: Viewer, Path((space, id)): Path<(String, String)>) -> PageResult {
+    policy_page(&viewer, &space, &id, None).await
+}
+
+async fn edit_machine_policy(
+    viewer: Viewer,
+    Path((space, id)): Path<(String, String)>,
+    axum::Form(form): axum::Form<FormData>,
+) -> PageResult {
+    let path = format!("/api/{space}/machinepolicies/{}", url_encode(&id));
+    let mut p = viewer.get(&path).await?;
+    p["Name"] = json!(form.get("name"));
+    p["Description"] = json!(form.get("description"));
+    if !p["MachineHealthCheckPolicy"].is_object() {
+        p["MachineHealthCheckPolicy"] = json!({});
+    }
+    p["MachineHealthCheckPolicy"]["HealthCheckInterval"] = json!(form.get("interval"));
+    match viewer
+        .send(Method::PUT, &path, &form.csrf(), Some(&p))
+        .await
+    {
+        Ok(_) => Ok(see_other(&format!(
+            "/app/{space}/infrastructure/machinepolicies/{}",
+            url_encode(&id)
+        ))),
+        Err(e) => {
+            let r = policy_page(&viewer, &space, &id, Some((&form, &e))).await?;
+            Ok(with_status(status_of(&e), r))
+        }
+    }
 }
 
 /// `GET path` as the viewer (an owned path, for `tokio::join!`).

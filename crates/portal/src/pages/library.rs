@@ -7,6 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request};
 use axum::http::{HeaderMap, Method, header};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use ferry_server::routes::Permission;
 use serde_json::{Value, json};
@@ -244,6 +245,11 @@ async fn upload(
             "/app/{space}/library/packages/{}",
             seg(&s(&p, "PackageId"))
         ))),
+        // The page's script sent it: it shows the API's error next to the form itself.
+        Err(e) if headers.get("x-ferry-upload").is_some_and(|v| v == "xhr") => Ok(with_status(
+            status_of(&e),
+            axum::Json(json!({"ErrorMessage": e.message, "Errors": e.errors})).into_response(),
+        )),
         Err(e) => {
             let r = packages_page(&viewer, &space, "", 0, e.text()).await?;
             Ok(with_status(status_of(&e), r))

@@ -919,6 +919,7 @@ pub struct Prompt {
     pub required: bool,
     pub sensitive: bool,
     pub value: String,
+    pub error: String,
 }
 
 pub struct TargetChoice {
@@ -944,6 +945,7 @@ struct DeployPage {
     prompts: Vec<Prompt>,
     targets: Vec<TargetChoice>,
     queue_time: String,
+    queue_time_error: String,
     guided_failure: bool,
     error: String,
     errors: Vec<String>,
@@ -1015,6 +1017,7 @@ async fn prompts_of(viewer: &Viewer, space: &str, release: &Value) -> Vec<Prompt
                 } else {
                     s(v, "Value")
                 },
+                error: String::new(),
                 name,
             });
         }
@@ -1135,7 +1138,7 @@ async fn deploy_page(
             });
         }
     }
-    let prompts = prompts
+    let prompts: Vec<Prompt> = prompts
         .into_iter()
         .map(|mut p| {
             if let Some(v) = input
@@ -1154,6 +1157,21 @@ async fn deploy_page(
         Some((st, e, es)) => (Some(st), e, es),
         None => (None, String::new(), Vec::new()),
     };
+    let prompts: Vec<Prompt> = prompts
+        .into_iter()
+        .map(|mut p| {
+            let by_name = format!("'{}'", p.name);
+            let by_paren = format!("({})", p.name);
+            let by_label = format!("'{}'", p.label);
+            if let Some(e) = errors
+                .iter()
+                .find(|e| e.contains(&by_name) || e.contains(&by_paren) || e.contains(&by_label))
+            {
+                p.error = e.clone();
+            }
+            p
+        })
+        .collect();
     let r = render(&DeployPage {
         chrome,
         release_id: rid,
@@ -1166,6 +1184,11 @@ async fn deploy_page(
         tenants,
         prompts,
         targets,
+        queue_time_error: errors
+            .iter()
+            .find(|e| e.contains("QueueTime"))
+            .cloned()
+            .unwrap_or_default(),
         queue_time: input.queue_time,
         guided_failure,
         error,

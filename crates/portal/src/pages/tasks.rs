@@ -35,6 +35,8 @@ pub fn routes(r: Router<PortalState>) -> Router<PortalState> {
 
 /// Tasks per page.
 const PER_PAGE: i64 = 30;
+/// Up to this many projects, the project filter is a select.
+const PROJECT_CHOICES: i64 = 100;
 /// How often the live stream reads the task.
 const POLL: Duration = Duration::from_millis(500);
 /// The longest a live stream stays open (the browser reconnects if it still wants more).
@@ -145,6 +147,8 @@ struct ListPage {
     rows: Vec<TaskRow>,
     states: Vec<(String, String)>,
     projects: Vec<(String, String)>,
+    /// Whether the projects fit a select (otherwise the filter is a name to type).
+    project_select: bool,
     environments: Vec<(String, String)>,
     q_state: String,
     q_project: String,
@@ -157,19 +161,31 @@ struct ListPage {
 
 async fn list(viewer: Viewer, Path(space): Path<String>, Query(q): Query<ListQuery>) -> PageResult {
     let skip = q.skip.max(0);
+    // A project may be given by name (the text filter of a big space): resolve it to its id.
+    let project_id = if q.project.is_empty() || q.project.starts_with("Projects-") {
+        q.project.clone()
+    } else {
+        match viewer
+            .get(&format!("/api/{space}/projects/{}", url_encode(&q.project)))
+            .await
+        {
+            Ok(p) => s(&p, "Id"),
+            Err(_) => "Projects-none".to_string(),
+        }
+    };
     let mut api = format!("/api/{space}/tasks?skip={skip}&take={PER_PAGE}");
     let mut filters = String::new();
-    for (api_key, key, v) in [
-        ("states", "state", &q.state),
-        ("project", "project", &q.project),
-        ("environment", "environment", &q.environment),
+    for (api_key, key, v, api_v) in [
+        ("states", "state", &q.state, &q.state),
+        ("project", "project", &q.project, &project_id),
+        ("environment", "environment", &q.environment, &q.environment),
     ] {
         if !v.is_empty() {
-            api.push_str(&format!("&{api_key}={}", url_encode(v)));
+            api.push_str(&format!("&{api_key}={}", url_encode(api_v)));
             filters.push_str(&format!("&{key}={}", url_encode(v)));
         }
     }
-    let proj_path = format!("/api/{space}/projects/all");
+    let proj_path = format!("/api/{space}/projects?take={PROJECT_CHOICES}");
     let env_path = format!("/api/{space}/environments/all");
     let (chrome, tasks, projects, envs) = tokio::join!(
         viewer.chrome(&space, "tasks", "Tasks"),
@@ -221,6 +237,13 @@ async fn list(viewer: Viewer, Path(space): Path<String>, Query(q): Query<ListQue
             .iter()
             .map(|(k, l)| (k.to_string(), l.to_string()))
             .collect(),
+        project_select: projects
+            .as_ref()
+            .ok()
+            .and_then(|p| p.get("TotalResults"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            <= PROJECT_CHOICES,
         projects: projects.map(|p| pairs(&p)).unwrap_or_default(),
         environments: envs.map(|e| pairs(&e)).unwrap_or_default(),
         filtered: !filters.is_empty(),

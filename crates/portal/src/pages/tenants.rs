@@ -33,6 +33,8 @@ pub fn routes(r: Router<PortalState>) -> Router<PortalState> {
 }
 
 const PER_PAGE: i64 = 30;
+/// Projects offered by the connect form at once.
+const PROJECTS_SHOWN: i64 = 50;
 
 /// A tag: its name as text; its colour only as a decoration.
 pub struct TagView {
@@ -310,6 +312,8 @@ struct TenantErrors {
     connect_error: String,
     vars_error: String,
     flash: String,
+    /// The project search of the connect form.
+    project_query: String,
     /// Posted values of the edit form, kept when it failed.
     name: Option<String>,
     description: Option<String>,
@@ -330,6 +334,7 @@ struct TenantPage {
     edit_description: String,
     connections: Vec<Connection>,
     connect_projects: Vec<(String, String)>,
+    more_projects: bool,
     environments: Vec<(String, String)>,
     var_projects: Vec<VarProject>,
     var_libraries: Vec<VarLibrary>,
@@ -464,6 +469,9 @@ fn variables_grid(
 struct ShowQuery {
     #[serde(default)]
     saved: String,
+    /// Finds projects to connect by name.
+    #[serde(default)]
+    pq: String,
 }
 
 async fn show(
@@ -477,6 +485,7 @@ async fn show(
         } else {
             "The tenant's variables were saved.".to_string()
         },
+        project_query: q.pq,
         ..TenantErrors::default()
     };
     tenant_page(viewer, space, id, err, None).await
@@ -493,7 +502,14 @@ async fn tenant_page(
     let vars_path = format!("{tenant_path}/variables");
     let sets_path = format!("/api/{space}/tagsets/all");
     let envs_path = format!("/api/{space}/environments/all");
-    let projects_path = format!("/api/{space}/projects?take=500");
+    // A page of projects to connect (a search finds others): never every project.
+    let mut projects_path = format!("/api/{space}/projects?take={PROJECTS_SHOWN}");
+    if !err.project_query.trim().is_empty() {
+        projects_path.push_str(&format!(
+            "&partialName={}",
+            url_encode(err.project_query.trim())
+        ));
+    }
     let checker = viewer.checker();
     let (tenant, vars, sets, envs, projects, checker) = tokio::join!(
         viewer.get(&tenant_path),
@@ -518,10 +534,7 @@ async fn tenant_page(
         .map(|e| (s(e, "Id"), s(e, "Name")))
         .collect();
     let env_names: HashMap<String, String> = environments.iter().cloned().collect();
-    let mut project_names: HashMap<String, String> = items(&projects)
-        .iter()
-        .map(|p| (s(p, "Id"), s(p, "Name")))
-        .collect();
+    let mut project_names: HashMap<String, String> = HashMap::new();
     if let Some(pv) = vars.get("ProjectVariables").and_then(Value::as_object) {
         for (pid, p) in pv {
             project_names.insert(pid.clone(), s(p, "ProjectName"));
@@ -596,6 +609,10 @@ async fn tenant_page(
             .unwrap_or_else(|| s(&tenant, "Description")),
         connections,
         connect_projects,
+        more_projects: projects
+            .get("TotalResults")
+            .and_then(Value::as_i64)
+            .is_some_and(|n| n > PROJECTS_SHOWN),
         environments,
         var_projects,
         var_libraries,
