@@ -7,6 +7,25 @@ pub fn url_encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// (Id, Name) of each object of a JSON array, or of a page's `Items`.
+pub fn pairs(v: &Value) -> Vec<(String, String)> {
+    let items = match v {
+        Value::Array(a) => a.as_slice(),
+        other => arr(other, "Items"),
+    };
+    items.iter().map(|x| (s(x, "Id"), s(x, "Name"))).collect()
+}
+
+/// Where to go after a form or sign-in: `next` when it is a portal path (never another site),
+/// else `fallback`.
+pub fn safe_next(next: &str, fallback: &str) -> String {
+    if next.starts_with("/app") && !next.starts_with("//") && !next.contains("://") {
+        next.to_string()
+    } else {
+        fallback.to_string()
+    }
+}
+
 /// A string field of a JSON object ("" when absent or not a string).
 pub fn s(v: &Value, key: &str) -> String {
     match v.get(key) {
@@ -60,11 +79,11 @@ pub struct StateView {
 impl StateView {
     pub fn of(state: &str, has_warnings: bool, pending_interruptions: bool) -> StateView {
         let (class, icon, label) = match state {
-            _ if pending_interruptions => ("st-waiting", "⏸", "Waiting for input"),
+            _ if pending_interruptions => ("st-waiting", "‖", "Waiting for input"),
             "Success" if has_warnings => ("st-warning", "⚠", "Succeeded with warnings"),
             "Success" => ("st-success", "✓", "Succeeded"),
             "Failed" => ("st-failed", "✗", "Failed"),
-            "TimedOut" => ("st-failed", "⌛", "Timed out"),
+            "TimedOut" => ("st-failed", "✗", "Timed out"),
             "Canceled" => ("st-canceled", "⊘", "Cancelled"),
             "Cancelling" => ("st-canceled", "⊘", "Cancelling"),
             "Executing" => ("st-running", "▶", "Running"),

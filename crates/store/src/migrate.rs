@@ -30,6 +30,12 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0004_sessions.sql"),
         include_str!("../migrations/postgres/0004_sessions.sql"),
     ),
+    (
+        5,
+        "documents_owner",
+        include_str!("../migrations/sqlite/0005_documents_owner.sql"),
+        include_str!("../migrations/postgres/0005_documents_owner.sql"),
+    ),
 ];
 
 /// The migration versions compiled into this binary (for the tidy test).

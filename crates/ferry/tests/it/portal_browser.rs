@@ -104,8 +104,29 @@ impl Browser {
         })
     }
 
-    /// Saves a screenshot of the page as it is now.
+    /// Saves a screenshot of the page as it is now, after checking that every visible form
+    /// control has a label and every button a name.
     pub async fn shot(&mut self, name: &str) {
+        let unlabelled = self
+            .c
+            .execute(
+                r#"return Array.from(document.querySelectorAll(
+                    'input:not([type=hidden]), select, textarea, button'))
+                  .filter(e => e.tagName === 'BUTTON'
+                      ? !(e.textContent.trim() || e.getAttribute('aria-label'))
+                      : !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                        && !e.getAttribute('aria-labelledby'))
+                  .map(e => e.outerHTML.slice(0, 120));"#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            unlabelled,
+            json!([]),
+            "controls without a label on {} ({name})",
+            self.path().await
+        );
         self.n += 1;
         let png = self.c.screenshot().await.unwrap();
         std::fs::write(self.shots.join(format!("{:02}-{name}.png", self.n)), png).unwrap();
@@ -448,6 +469,30 @@ async fn getting_started_journey_and_testers_in_chromium() {
     b.wait("#main").await;
     assert!(!b.has(&format!("#deploy-env-{prod}")).await);
     b.shot("tester-production-refused").await;
+
+    // Down to a tablet: the page itself never scrolls sideways (wide tables scroll in their own
+    // box).
+    b.c.set_window_size(800, 1024).await.unwrap();
+    for (path, name) in [
+        ("/app/Spaces-1/dashboard".to_string(), "tablet-dashboard"),
+        (release_page.clone(), "tablet-release"),
+    ] {
+        b.goto(&path).await;
+        b.wait("#main h1").await;
+        let overflow = b
+            .c
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            overflow.as_i64().unwrap() <= 0,
+            "{path} scrolls sideways by {overflow} px at 800 px"
+        );
+        b.shot(name).await;
+    }
 
     let shots = std::fs::read_dir(&b.shots).unwrap().count();
     eprintln!(

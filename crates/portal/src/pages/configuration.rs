@@ -158,25 +158,11 @@ pub fn field_error(f: &ApiFailure, words: &[&str]) -> Option<String> {
     (!hits.is_empty()).then(|| hits.join(" "))
 }
 
-fn status_of(f: &ApiFailure) -> StatusCode {
+pub fn status_of(f: &ApiFailure) -> StatusCode {
     StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
-fn pairs(v: &Value) -> Vec<(String, String)> {
-    items(v)
-        .iter()
-        .map(|x| (s(x, "Id"), s(x, "Name")))
-        .collect()
-}
-
-/// A portal path to return to after a form (never another site).
-fn safe_next(next: &str, fallback: &str) -> String {
-    if next.starts_with("/app") && !next.starts_with("//") && !next.contains("://") {
-        next.to_string()
-    } else {
-        fallback.to_string()
-    }
-}
+use crate::view::{pairs, safe_next};
 
 /// Days since 1970-01-01 as a civil date (proleptic Gregorian), `YYYY-MM-DD`.
 fn civil_date(days: i64) -> String {

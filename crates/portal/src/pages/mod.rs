@@ -131,6 +131,12 @@ pub fn render(t: &impl Template) -> Response {
     }
 }
 
+/// A page answered with the API's status (400, 403, 409 …) instead of 200.
+pub fn with_status(mut r: Response, status: u16) -> Response {
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    r
+}
+
 /// Renders a template into a page result.
 pub fn page(t: &impl Template) -> PageResult {
     Ok(render(t))

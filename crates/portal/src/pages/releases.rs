@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query};
-use axum::http::{Method, StatusCode};
-use axum::response::Response;
+use axum::http::Method;
 use axum::routing::get;
 use ferry_domain::channel_rules::{RuleMatcher, action_packages, select_latest};
 use ferry_domain::version::Version;
@@ -47,13 +46,7 @@ struct SkipQuery {
     skip: i64,
 }
 
-fn pairs(v: &Value) -> Vec<(String, String)> {
-    let items = match v {
-        Value::Array(a) => a.as_slice(),
-        other => arr(other, "Items"),
-    };
-    items.iter().map(|x| (s(x, "Id"), s(x, "Name"))).collect()
-}
+use crate::view::pairs;
 
 fn name_of(list: &[(String, String)], id: &str) -> String {
     list.iter()
@@ -62,10 +55,7 @@ fn name_of(list: &[(String, String)], id: &str) -> String {
         .unwrap_or_else(|| id.to_string())
 }
 
-fn with_status(mut r: Response, status: u16) -> Response {
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    r
-}
+use super::with_status;
 
 fn project_ref(project: &Value) -> ProjectRef {
     ProjectRef {

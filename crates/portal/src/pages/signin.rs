@@ -31,11 +31,7 @@ struct SignIn {
 
 /// Where to go after signing in: only a portal path (never another site).
 fn safe_next(next: &str) -> String {
-    if next.starts_with("/app") && !next.starts_with("//") && !next.contains("://") {
-        next.to_string()
-    } else {
-        "/app".to_string()
-    }
+    crate::view::safe_next(next, "/app")
 }
 
 #[derive(serde::Deserialize)]

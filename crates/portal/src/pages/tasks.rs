@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query};
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -52,18 +52,9 @@ const STATES: &[(&str, &str)] = &[
     ("TimedOut", "Timed out"),
 ];
 
-fn with_status(mut r: Response, status: u16) -> Response {
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    r
-}
+use super::with_status;
 
-fn pairs(v: &Value) -> Vec<(String, String)> {
-    let items = match v {
-        Value::Array(a) => a.as_slice(),
-        other => arr(other, "Items"),
-    };
-    items.iter().map(|x| (s(x, "Id"), s(x, "Name"))).collect()
-}
+use crate::view::pairs;
 
 fn task_state(t: &Value) -> StateView {
     StateView::of(

@@ -260,9 +260,7 @@ async fn create(
     }
 }
 
-fn status_of(f: &ApiFailure) -> StatusCode {
-    StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST)
-}
+use super::configuration::status_of;
 
 // ---- one tenant ----
 
