@@ -75,3 +75,42 @@ async fn assets_are_embedded_and_cached() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+/// Names and log lines are text, never markup: a project, an environment and a script's output
+/// that look like HTML are shown escaped on the dashboard, the project list and the task page.
+#[tokio::test]
+async fn markup_in_names_and_logs_is_escaped() {
+    let s = Server::start();
+    let evil = "<img src=x onerror=alert(1)>";
+    s.create_environment(&format!("Dev {evil}")).await;
+    let project = s.create_project(&format!("P {evil}")).await;
+    let name = project["Name"].as_str().unwrap().to_string();
+    s.set_scripts(&name, &[("Say", "echo '<script>alert(2)</script>'")])
+        .await;
+    s.create_release(&name, "1.0.0").await;
+    let task = s.deploy(&name, "1.0.0", &format!("Dev {evil}")).await;
+    s.wait_state(&task, "Success", std::time::Duration::from_secs(60))
+        .await;
+
+    let p = Portal::sign_in(&s, "admin", &admin_password(&s)).await;
+    for path in [
+        "/app/Spaces-1/dashboard".to_string(),
+        "/app/Spaces-1/projects".to_string(),
+        format!("/app/Spaces-1/tasks/{task}"),
+        "/app/Spaces-1/tasks".to_string(),
+        "/app/Spaces-1/infrastructure/environments".to_string(),
+    ] {
+        let html = p.html(&path).await;
+        assert!(!html.contains(evil), "{path} shows raw markup");
+        assert!(
+            !html.contains("<script>alert(2)"),
+            "{path} shows raw markup"
+        );
+        assert!(
+            html.contains("&lt;img src=x") || html.contains("&#60;img src=x"),
+            "{path}: {html}"
+        );
+    }
+    let log = p.html(&format!("/app/Spaces-1/tasks/{task}")).await;
+    assert!(log.contains("&lt;script&gt;alert(2)"), "{log}");
+}

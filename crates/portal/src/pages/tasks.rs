@@ -373,7 +373,6 @@ async fn body_html(
     let (details, ints) = tokio::join!(viewer.get(&details_path), viewer.get(&int_path));
     let details = details?;
     let task = details.get("Task").cloned().unwrap_or(Value::Null);
-    let state = task_state(&task);
     let finished = b(&task, "IsCompleted");
     let roots = arr(&details, "ActivityLogs");
     let step_list: &[Value] = match roots {
@@ -402,6 +401,13 @@ async fn body_html(
             .map(|i| prompt_of(i, viewer, ab))
             .collect(),
         Err(_) => Vec::new(),
+    };
+    // The two reads are not one snapshot: an interruption raised between them is pending here
+    // before the task says so. What the page offers to answer decides the state it shows.
+    let state = if !finished && !prompts.is_empty() {
+        StateView::of(&s(&task, "State"), false, true)
+    } else {
+        task_state(&task)
     };
     let active = !finished;
     let html = Body {
