@@ -407,6 +407,12 @@ async fn getting_started_journey_and_testers_in_chromium() {
     assert_eq!(table.matches("Succeeded").count(), 2, "{table}");
     b.shot("dashboard").await;
 
+    // The project overview offers the next step of the lifecycle: Production.
+    b.goto(&format!("/app/Spaces-1/projects/{project}")).await;
+    b.wait("a.promote[aria-label='Deploy 1.0.0 to Production']")
+        .await;
+    assert!(!b.has("a.promote[aria-label='Deploy 1.0.0 to Test']").await);
+
     // The other pages a user visits on the way, for the screenshots (each must render).
     for (path, name) in [
         (
@@ -463,6 +469,14 @@ async fn getting_started_journey_and_testers_in_chromium() {
     let denied = b.text(&format!("#deploy-denied-{prod}")).await;
     assert!(denied.contains("Production"), "{denied}");
     b.shot("tester-release").await;
+    // Nor does the project overview offer her Production.
+    b.goto(&format!("/app/Spaces-1/projects/{project}")).await;
+    b.wait("#main h1").await;
+    assert!(
+        !b.has("a.promote[aria-label='Deploy 1.0.0 to Production']")
+            .await
+    );
+    b.shot("tester-overview").await;
     // Going to the deploy form for Production directly does not get her a deployment either.
     b.goto(&format!("{release_page}/deploy?environment={prod}"))
         .await;

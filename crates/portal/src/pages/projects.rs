@@ -387,8 +387,17 @@ struct OvCell {
 struct OvRow {
     version: String,
     href: String,
-    /// One list per environment column (several when tenanted).
-    cells: Vec<Vec<OvCell>>,
+    /// One per environment column.
+    cells: Vec<OvColumn>,
+}
+
+/// A release's deployments to one environment (several when tenanted), and the deploy form's
+/// address when the lifecycle lets the release go there next and the viewer may deploy there
+/// ("" otherwise).
+struct OvColumn {
+    deps: Vec<OvCell>,
+    promote: String,
+    promote_label: String,
 }
 
 struct OvChannel {
@@ -432,6 +441,7 @@ async fn overview(viewer: Viewer, Path((space, id)): Path<(String, String)>) -> 
         can_each(&viewer, &space, [Permission::ReleaseCreate], &target),
     );
     let prog = prog.unwrap_or(Value::Null);
+    let checker = viewer.checker().await.ok();
     let tenants = pairs_of(&tenants);
     let has_steps = process
         .map(|p| !arr(&p, "Steps").is_empty())
@@ -464,7 +474,7 @@ async fn overview(viewer: Viewer, Path((space, id)): Path<(String, String)>) -> 
             }
         });
         let deps = r.get("Deployments").cloned().unwrap_or(Value::Null);
-        let cells = envs
+        let cells: Vec<Vec<OvCell>> = envs
             .iter()
             .map(|(eid, _)| {
                 deps.get(eid)
@@ -494,9 +504,39 @@ async fn overview(viewer: Viewer, Path((space, id)): Path<(String, String)>) -> 
                     .unwrap_or_default()
             })
             .collect();
+        let next = strs(r, "NextDeployments");
+        let rid = s(&rel, "Id");
+        let cells = envs
+            .iter()
+            .zip(cells)
+            .map(|((eid, ename), deps)| {
+                let target = Target {
+                    environments: Some(vec![eid.clone()]),
+                    ..project_target(&project)
+                };
+                let may = checker
+                    .as_ref()
+                    .is_some_and(|c| c.can(Some(&space), Permission::DeploymentCreate, &target));
+                // Where it has not been yet: a redeploy starts from the release page.
+                let promote = if deps.is_empty() && next.contains(eid) && may {
+                    format!(
+                        "/app/{space}/releases/{}/deploy?environment={}",
+                        url_encode(&rid),
+                        url_encode(eid)
+                    )
+                } else {
+                    String::new()
+                };
+                OvColumn {
+                    deps,
+                    promote,
+                    promote_label: format!("Deploy {} to {ename}", s(&rel, "Version")),
+                }
+            })
+            .collect();
         entry.rows.push(OvRow {
             version: s(&rel, "Version"),
-            href: format!("/app/{space}/releases/{}", s(&rel, "Id")),
+            href: format!("/app/{space}/releases/{rid}"),
             cells,
         });
     }
