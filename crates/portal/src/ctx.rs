@@ -77,11 +77,22 @@ impl ApiFailure {
             .errors
             .iter()
             .chain(std::iter::once(&self.message))
-            .filter(|e| e.contains(&quoted) || e.starts_with(field))
+            .filter(|e| e.contains(&quoted) || e.starts_with(field) || names_word(e, field))
             .map(String::as_str)
             .collect();
         (!hits.is_empty()).then(|| hits.join(" "))
     }
+}
+
+/// Whether `text` has `field` as a word of its own after a space ("… the account Name").
+fn names_word(text: &str, field: &str) -> bool {
+    let needle = format!(" {field}");
+    text.match_indices(&needle).any(|(i, _)| {
+        text[i + needle.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric())
+    })
 }
 
 impl From<ApiFailure> for PageError {

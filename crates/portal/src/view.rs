@@ -157,3 +157,26 @@ mod tests {
         assert_eq!(url_encode("a b/c"), "a%20b%2Fc");
     }
 }
+
+#[cfg(test)]
+mod field_tests {
+    use crate::ctx::ApiFailure;
+
+    #[test]
+    fn errors_find_their_field() {
+        let f = ApiFailure {
+            status: 400,
+            message: "There was a problem with your request.".into(),
+            errors: vec!["Please provide a value for the account Name".into()],
+        };
+        assert!(f.for_field("Name").is_some());
+        assert!(f.for_field("Username").is_none());
+        let g = ApiFailure {
+            status: 400,
+            message: "x".into(),
+            errors: vec!["Please provide a Username".into()],
+        };
+        assert!(g.for_field("Username").is_some());
+        assert!(g.for_field("Name").is_none());
+    }
+}

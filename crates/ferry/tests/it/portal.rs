@@ -114,3 +114,65 @@ async fn markup_in_names_and_logs_is_escaped() {
     let log = p.html(&format!("/app/Spaces-1/tasks/{task}")).await;
     assert!(log.contains("&lt;script&gt;alert(2)"), "{log}");
 }
+
+/// Accounts for SSH targets are created and deleted in the portal; their secrets never come
+/// back to a page, and a bad form shows the error next to the field.
+#[tokio::test]
+async fn accounts_are_created_with_write_only_secrets() {
+    let s = Server::start();
+    let p = Portal::sign_in(&s, "admin", &admin_password(&s)).await;
+    let path = "/app/Spaces-1/infrastructure/accounts";
+    let empty = p.html(path).await;
+    assert!(empty.contains("accounts-empty"), "{empty}");
+    let new_target = p.html("/app/Spaces-1/infrastructure/targets/new").await;
+    assert!(
+        new_target.contains(&format!("href=\"{path}\"")),
+        "{new_target}"
+    );
+
+    let secret = "pa55-word-never-shown";
+    let bad = p
+        .post(
+            path,
+            &[
+                ("name", ""),
+                ("kind", "UsernamePassword"),
+                ("username", "deploy"),
+                ("password", secret),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(bad.body.contains("field-error"), "{}", bad.body);
+    assert!(bad.body.contains("value=\"deploy\""), "{}", bad.body);
+    assert!(!bad.body.contains(secret));
+
+    let ok = p
+        .post(
+            path,
+            &[
+                ("name", "Deploy user"),
+                ("kind", "UsernamePassword"),
+                ("username", "deploy"),
+                ("password", secret),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    let listed = s.get("/api/Spaces-1/accounts/all").await;
+    let id = listed[0]["Id"].as_str().unwrap().to_string();
+    assert_eq!(listed[0]["Username"], "deploy");
+    let html = p.html(path).await;
+    assert!(
+        html.contains("Deploy user") && html.contains("User name and password"),
+        "{html}"
+    );
+    assert!(!html.contains(secret), "the password reached the page");
+
+    let gone = p.post(&format!("{path}/{id}/delete"), &[]).await;
+    assert_eq!(gone.status, StatusCode::SEE_OTHER, "{}", gone.body);
+    assert_eq!(
+        s.get("/api/Spaces-1/accounts/all").await,
+        serde_json::json!([])
+    );
+}

@@ -1,6 +1,7 @@
 //! The pages. Each module adds its routes; `Chrome` is what the layout (`base.html`) shows
 //! around every page: the navigation, the space switcher and the user menu.
 
+pub mod accounts;
 pub mod configuration;
 pub mod dashboard;
 pub mod infrastructure;
@@ -32,6 +33,7 @@ pub fn routes() -> Router<PortalState> {
     let r = releases::routes(r);
     let r = tasks::routes(r);
     let r = infrastructure::routes(r);
+    let r = accounts::routes(r);
     let r = library::routes(r);
     let r = tenants::routes(r);
     configuration::routes(r)
