@@ -375,6 +375,7 @@ pub async fn run(options: &Options, progress: &dyn Fn(&str)) -> anyhow::Result<V
             "Machine policies",
             format!("/app/{SPACE}/infrastructure/machinepolicies"),
         ),
+        ("Accounts", format!("/app/{SPACE}/infrastructure/accounts")),
         ("Packages", format!("/app/{SPACE}/library/packages")),
         (
             "Step templates",
