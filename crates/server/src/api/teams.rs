@@ -300,33 +300,44 @@ pub async fn ensure_built_in(
     spaces: &[String],
 ) -> Result<(), StoreError> {
     let mut tx = db.begin().await?;
-    let everyone = TeamDoc {
-        id: TEAM_EVERYONE.to_string(),
-        name: "Everyone".to_string(),
-        description: "Every user is a member. It has no roles unless you grant some.".to_string(),
-        ..TeamDoc::default()
-    };
-    insert_missing(&mut tx, team_row(&everyone).map_err(internal)?).await?;
-    let admins = TeamDoc {
-        id: TEAM_ADMINISTRATORS.to_string(),
-        name: "Octopus Administrators".to_string(),
-        description: "Members may do everything, in every space.".to_string(),
-        member_user_ids: vec![admin_id.to_string()],
-        ..TeamDoc::default()
-    };
-    insert_missing(&mut tx, team_row(&admins).map_err(internal)?).await?;
-    let grant = ScopedRoleDoc {
-        id: "scopeduserroles-administrators".to_string(),
-        team_id: TEAM_ADMINISTRATORS.to_string(),
-        user_role_id: roles::SYSTEM_ADMINISTRATOR.to_string(),
-        ..ScopedRoleDoc::default()
-    };
-    insert_missing(&mut tx, grant_row(&grant).map_err(internal)?).await?;
-    for s in spaces {
-        create_space_team(&mut tx, s).await?;
+    // Nodes starting at the same moment seed the same rows. On PostgreSQL the node that loses
+    // the race sees the unique-key conflict on an INSERT (not at commit), so a conflict at any
+    // step means another node seeded them.
+    let seeded: Result<(), StoreError> = async {
+        let everyone = TeamDoc {
+            id: TEAM_EVERYONE.to_string(),
+            name: "Everyone".to_string(),
+            description: "Every user is a member. It has no roles unless you grant some."
+                .to_string(),
+            ..TeamDoc::default()
+        };
+        insert_missing(&mut tx, team_row(&everyone).map_err(internal)?).await?;
+        let admins = TeamDoc {
+            id: TEAM_ADMINISTRATORS.to_string(),
+            name: "Octopus Administrators".to_string(),
+            description: "Members may do everything, in every space.".to_string(),
+            member_user_ids: vec![admin_id.to_string()],
+            ..TeamDoc::default()
+        };
+        insert_missing(&mut tx, team_row(&admins).map_err(internal)?).await?;
+        let grant = ScopedRoleDoc {
+            id: "scopeduserroles-administrators".to_string(),
+            team_id: TEAM_ADMINISTRATORS.to_string(),
+            user_role_id: roles::SYSTEM_ADMINISTRATOR.to_string(),
+            ..ScopedRoleDoc::default()
+        };
+        insert_missing(&mut tx, grant_row(&grant).map_err(internal)?).await?;
+        for s in spaces {
+            create_space_team(&mut tx, s).await?;
+        }
+        Ok(())
     }
-    match tx.commit().await {
-        // Another node seeded them at the same moment.
+    .await;
+    let committed = match seeded {
+        Ok(()) => tx.commit().await,
+        Err(e) => Err(e),
+    };
+    match committed {
         Ok(()) | Err(StoreError::Conflict) => Ok(()),
         Err(e) => Err(e),
     }
